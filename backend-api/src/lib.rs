@@ -23,6 +23,7 @@ pub mod key_groups;
 pub mod list_encoding;
 pub mod snapshot;
 pub mod state;
+pub mod typed;
 
 pub use backend::{
     KeyedSnapshotView, KeyedStateBackend, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest,
