@@ -17,10 +17,13 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod changelog;
 pub mod codec;
 pub mod error;
 pub mod key_groups;
+pub mod lifecycle;
 pub mod list_encoding;
+pub mod operator;
 pub mod snapshot;
 pub mod state;
 pub mod typed;
@@ -36,4 +39,8 @@ pub use checkpoint::{
 pub use codec::{Codec, SerdeCodec, VoidNamespace};
 pub use error::{Error, Result};
 pub use key_groups::{KeyGroup, KeyGroupRange, MaxParallelism, Parallelism};
+pub use operator::{
+    BroadcastState, OperatorListState, OperatorStateId, OperatorStateMetadata, OperatorStateMode,
+    OperatorStateSnapshot, OperatorStateStore, Redistribution,
+};
 pub use state::{KeyContext, StateId, StateKind, StateMetadata};

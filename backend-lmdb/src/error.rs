@@ -1,0 +1,73 @@
+//! The errors of the LMDB backend; converted into [`flowstate_api::Error::Backend`] (or a more
+//! specific variant) at the trait boundary.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the LMDB backend.
+#[derive(Debug, thiserror::Error)]
+pub enum LmdbError {
+    #[error("LMDB failed while {context}: {source}")]
+    Heed {
+        context: &'static str,
+        #[source]
+        source: heed::Error,
+    },
+
+    #[error("the LMDB map is full at {size} bytes and may not grow beyond max_map_size ({max} bytes): raise LmdbConfig::max_map_size or give the subtask less state")]
+    MapLimit { size: usize, max: usize },
+
+    #[error("this LMDB environment already holds {max} states (LmdbConfig::max_states): raise max_states")]
+    TooManyStates { max: u32 },
+
+    #[error("too many LMDB read transactions are open (snapshots in flight): raise LmdbConfig::max_readers or let earlier snapshot jobs finish")]
+    TooManyReaders,
+
+    #[error("an LMDB key of {len} bytes exceeds LMDB's limit of {max} bytes (key group, key, namespace and map user key together): use shorter keys, namespaces or map keys")]
+    KeyTooLarge { len: usize, max: usize },
+
+    #[error("stored LMDB key is corrupt: {0}; the local working directory is damaged: restore from a checkpoint")]
+    CorruptKey(String),
+
+    #[error("LMDB working directory {0} is not empty: an LMDB backend starts empty (it is restored from checkpoints); give it a fresh directory")]
+    DirectoryNotEmpty(PathBuf),
+
+    #[error("I/O error on LMDB working directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid LMDB backend configuration: {0}")]
+    Config(String),
+}
+
+impl LmdbError {
+    /// Wraps a heed error, turning the LMDB codes a user can act on into their own variants.
+    pub(crate) fn heed(context: &'static str, source: heed::Error) -> Self {
+        match source {
+            heed::Error::Mdb(heed::MdbError::ReadersFull) => LmdbError::TooManyReaders,
+            source => LmdbError::Heed { context, source },
+        }
+    }
+}
+
+impl From<LmdbError> for flowstate_api::Error {
+    fn from(e: LmdbError) -> Self {
+        match e {
+            LmdbError::Config(message) => flowstate_api::Error::Config(message),
+            LmdbError::CorruptKey(detail) => {
+                flowstate_api::Error::corrupt("a key in the LMDB working directory", detail)
+            }
+            e => flowstate_api::Error::Backend {
+                backend: "lmdb",
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// True when `e` is LMDB's "map full": the map must grow and the transaction be retried.
+pub(crate) fn is_map_full(e: &heed::Error) -> bool {
+    matches!(e, heed::Error::Mdb(heed::MdbError::MapFull))
+}

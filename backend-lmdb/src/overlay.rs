@@ -1,0 +1,293 @@
+//! The write buffer in front of LMDB, and reads that merge it with a read transaction.
+//!
+//! Writes land in an ordered in-memory overlay (one `BTreeMap` per state) and reach LMDB in
+//! one write transaction per flush; every read consults the overlay first. See the crate docs
+//! for the policy and its trade-offs.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+
+use flowstate_api::{Result, StateId};
+use heed::types::Bytes;
+use heed::{Database, RoTxn};
+
+use crate::error::LmdbError;
+
+/// The database of one state.
+pub(crate) type Db = Database<'static, Bytes, Bytes>;
+
+/// Bytes charged per buffered entry on top of its key and payload (tree node and vector
+/// headers), so that a buffer of many tiny entries also flushes in time.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A buffered write to one LMDB key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// The key's new value.
+    Put(Vec<u8>),
+    /// The key is removed.
+    Delete,
+    /// Encoded list elements to append to whatever LMDB holds (list states only): appends
+    /// need no read until the flush, which reads inside its write transaction.
+    Append(Vec<u8>),
+}
+
+impl Pending {
+    fn payload_len(&self) -> usize {
+        match self {
+            Pending::Put(v) | Pending::Append(v) => v.len(),
+            Pending::Delete => 0,
+        }
+    }
+}
+
+/// The current value of a key given its buffered write and what LMDB holds.
+pub(crate) fn resolve<'a>(pending: &'a Pending, stored: Option<&[u8]>) -> Option<Cow<'a, [u8]>> {
+    match pending {
+        Pending::Put(v) => Some(Cow::Borrowed(v)),
+        Pending::Delete => None,
+        Pending::Append(tail) => match stored {
+            None => Some(Cow::Borrowed(tail)),
+            Some(head) => {
+                let mut whole = Vec::with_capacity(head.len() + tail.len());
+                whole.extend_from_slice(head);
+                whole.extend_from_slice(tail);
+                Some(Cow::Owned(whole))
+            }
+        },
+    }
+}
+
+/// Buffered writes of every state, ordered by LMDB key.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Overlay {
+    states: Vec<BTreeMap<Vec<u8>, Pending>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Overlay {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+    /// Approximate memory held by the buffer.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub(crate) fn clear(&mut self) {
+        self.states.iter_mut().for_each(BTreeMap::clear);
+        self.entries = 0;
+        self.bytes = 0;
+    }
+
+    /// The buffered writes of `state`, if it has any.
+    pub(crate) fn state(&self, state: StateId) -> Option<&BTreeMap<Vec<u8>, Pending>> {
+        self.states.get(state.index()).filter(|m| !m.is_empty())
+    }
+
+    /// Every state's buffered writes, by state index.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (usize, &BTreeMap<Vec<u8>, Pending>)> {
+        self.states.iter().enumerate().filter(|(_, m)| !m.is_empty())
+    }
+
+    pub(crate) fn get(&self, state: StateId, key: &[u8]) -> Option<&Pending> {
+        self.states.get(state.index())?.get(key)
+    }
+
+    fn map_mut(&mut self, state: StateId) -> &mut BTreeMap<Vec<u8>, Pending> {
+        if self.states.len() <= state.index() {
+            self.states.resize_with(state.index() + 1, BTreeMap::new);
+        }
+        &mut self.states[state.index()]
+    }
+
+    /// Buffers `pending` for `key`, replacing what was buffered.
+    pub(crate) fn set(&mut self, state: StateId, key: &[u8], pending: Pending) {
+        let added = pending.payload_len();
+        let map = self.map_mut(state);
+        let removed = match map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, pending).payload_len()),
+            None => {
+                map.insert(key.to_vec(), pending);
+                None
+            }
+        };
+        match removed {
+            Some(old) => self.bytes = self.bytes - old + added,
+            None => {
+                self.entries += 1;
+                self.bytes += key.len() + added + ENTRY_OVERHEAD;
+            }
+        }
+    }
+
+    /// Buffers an append of encoded list elements to `key`.
+    pub(crate) fn append(&mut self, state: StateId, key: &[u8], encoded: &[u8]) {
+        let map = self.map_mut(state);
+        match map.get_mut(key) {
+            Some(Pending::Put(v) | Pending::Append(v)) => {
+                v.extend_from_slice(encoded);
+                self.bytes += encoded.len();
+            }
+            Some(slot @ Pending::Delete) => {
+                // The list was cleared: what follows is its whole content.
+                *slot = Pending::Put(encoded.to_vec());
+                self.bytes += encoded.len();
+            }
+            None => {
+                map.insert(key.to_vec(), Pending::Append(encoded.to_vec()));
+                self.entries += 1;
+                self.bytes += key.len() + encoded.len() + ENTRY_OVERHEAD;
+            }
+        }
+    }
+}
+
+/// Reads `key` of `db` as of `txn` with `pending` (its buffered write, if any) applied.
+pub(crate) fn read_merged<'a>(
+    txn: &'a RoTxn,
+    db: Db,
+    pending: Option<&'a Pending>,
+    key: &[u8],
+    max_key_size: usize,
+) -> Result<Option<Cow<'a, [u8]>>> {
+    if let Some(Pending::Put(v)) = pending {
+        return Ok(Some(Cow::Borrowed(v)));
+    }
+    if let Some(Pending::Delete) = pending {
+        return Ok(None);
+    }
+    // A key LMDB cannot hold was never written (writes check the size).
+    let stored = if key.len() > max_key_size {
+        None
+    } else {
+        db.get(txn, key)
+            .map_err(|e| LmdbError::heed("reading a key", e))?
+    };
+    Ok(match pending {
+        Some(p) => resolve(p, stored),
+        None => stored.map(Cow::Borrowed),
+    })
+}
+
+fn next_entry<'t, I>(iter: &mut Option<I>) -> Result<Option<(&'t [u8], &'t [u8])>>
+where
+    I: Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>>,
+{
+    match iter.as_mut().and_then(Iterator::next) {
+        Some(Ok(kv)) => Ok(Some(kv)),
+        Some(Err(e)) => Err(LmdbError::heed("iterating keys", e).into()),
+        None => Ok(None),
+    }
+}
+
+/// Visits, in key order, every current entry under `prefix`: LMDB's entries as of `txn` with
+/// the buffered writes of `overlay` applied. `visit` may stop the walk early.
+pub(crate) fn scan_merged(
+    txn: &RoTxn,
+    db: Db,
+    overlay: Option<&BTreeMap<Vec<u8>, Pending>>,
+    prefix: &[u8],
+    max_key_size: usize,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let mut stored = if prefix.len() > max_key_size {
+        None
+    } else {
+        Some(
+            db.prefix_iter(txn, prefix)
+                .map_err(|e| LmdbError::heed("iterating keys", e))?,
+        )
+    };
+    let mut next_stored = || next_entry(&mut stored);
+    let mut pending = overlay
+        .into_iter()
+        .flat_map(|m| m.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded)))
+        .take_while(|(k, _)| k.starts_with(prefix));
+
+    let mut s = next_stored()?;
+    let mut p = pending.next();
+    loop {
+        let flow = match (s, p) {
+            (None, None) => return Ok(()),
+            (Some((sk, sv)), None) => {
+                s = next_stored()?;
+                visit(sk, sv)?
+            }
+            (None, Some((pk, pv))) => {
+                p = pending.next();
+                match resolve(pv, None) {
+                    Some(v) => visit(pk, &v)?,
+                    None => ControlFlow::Continue(()),
+                }
+            }
+            (Some((sk, sv)), Some((pk, pv))) => match sk.cmp(pk.as_slice()) {
+                Ordering::Less => {
+                    s = next_stored()?;
+                    visit(sk, sv)?
+                }
+                Ordering::Greater => {
+                    p = pending.next();
+                    match resolve(pv, None) {
+                        Some(v) => visit(pk, &v)?,
+                        None => ControlFlow::Continue(()),
+                    }
+                }
+                Ordering::Equal => {
+                    s = next_stored()?;
+                    p = pending.next();
+                    match resolve(pv, Some(sv)) {
+                        Some(v) => visit(pk, &v)?,
+                        None => ControlFlow::Continue(()),
+                    }
+                }
+            },
+        };
+        if flow.is_break() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_accounting_and_append_rules() {
+        let mut o = Overlay::default();
+        let s = StateId(2);
+        o.append(s, b"k", b"ab");
+        assert_eq!(o.get(s, b"k"), Some(&Pending::Append(b"ab".to_vec())));
+        o.append(s, b"k", b"c");
+        assert_eq!(o.get(s, b"k"), Some(&Pending::Append(b"abc".to_vec())));
+        o.set(s, b"k", Pending::Delete);
+        o.append(s, b"k", b"d");
+        assert_eq!(o.get(s, b"k"), Some(&Pending::Put(b"d".to_vec())));
+        assert_eq!(o.entries(), 1);
+        assert_eq!(o.bytes(), 1 + 1 + ENTRY_OVERHEAD);
+        o.set(StateId(0), b"x", Pending::Put(vec![0; 10]));
+        assert_eq!(o.entries(), 2);
+        assert_eq!(o.states().count(), 2);
+        o.clear();
+        assert!(o.is_empty() && o.bytes() == 0 && o.state(s).is_none());
+    }
+
+    #[test]
+    fn resolve_applies_appends_to_stored_lists() {
+        assert_eq!(
+            resolve(&Pending::Append(b"b".to_vec()), Some(b"a")).as_deref(),
+            Some(b"ab".as_slice())
+        );
+        assert_eq!(resolve(&Pending::Delete, Some(b"a")), None);
+        assert_eq!(
+            resolve(&Pending::Put(b"x".to_vec()), Some(b"a")).as_deref(),
+            Some(b"x".as_slice())
+        );
+    }
+}

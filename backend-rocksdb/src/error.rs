@@ -1,0 +1,44 @@
+//! The RocksDB backend's own errors, converted into [`flowstate_api::Error`] at the trait
+//! boundary.
+
+/// What can go wrong inside this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RocksDbError {
+    #[error("RocksDB failed while {context}: {source}; check free disk space, open-file limits and permissions of the instance directory")]
+    Engine {
+        context: String,
+        #[source]
+        source: rocksdb::Error,
+    },
+
+    #[error("native RocksDB checkpoint metadata is invalid ({detail}); restore from another checkpoint or a canonical savepoint")]
+    Metadata { detail: String },
+}
+
+impl RocksDbError {
+    /// Wraps an engine error with what the backend was doing.
+    pub fn engine(context: impl Into<String>) -> impl FnOnce(rocksdb::Error) -> RocksDbError {
+        let context = context.into();
+        move |source| RocksDbError::Engine { context, source }
+    }
+}
+
+impl From<RocksDbError> for flowstate_api::Error {
+    fn from(e: RocksDbError) -> Self {
+        flowstate_api::Error::Backend {
+            backend: crate::BACKEND_NAME,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Shorthand: maps a `rocksdb::Error` into the API error, with context.
+pub(crate) fn engine(context: &'static str) -> impl FnOnce(rocksdb::Error) -> flowstate_api::Error {
+    move |source| {
+        RocksDbError::Engine {
+            context: context.to_string(),
+            source,
+        }
+        .into()
+    }
+}

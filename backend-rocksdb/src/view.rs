@@ -1,0 +1,124 @@
+//! [`RocksDbSnapshotView`]: a RocksDB snapshot, pinned together with its database.
+
+use std::sync::Arc;
+
+use flowstate_api::backend::{KeyedSnapshotView, RowValue, StateRow};
+use flowstate_api::state::StorageLayout;
+use flowstate_api::{
+    Error, KeyGroup, KeyGroupRange, MaxParallelism, Result, StateId, StateMetadata,
+};
+use rocksdb::{ReadOptions, SnapshotWithThreadMode};
+use self_cell::self_cell;
+
+use crate::backend::{Db, OpenDb, StoredState};
+use crate::error::{engine, RocksDbError};
+use crate::keys;
+
+type DbSnapshot<'db> = SnapshotWithThreadMode<'db, Db>;
+
+self_cell!(
+    struct PinnedSnapshot {
+        owner: Arc<OpenDb>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
+
+/// A consistent point-in-time view of a [`crate::RocksDbBackend`]: a RocksDB snapshot (a
+/// sequence number: taking it copies nothing and blocks no writer). It keeps the database
+/// open, so it may outlive the backend.
+pub struct RocksDbSnapshotView {
+    snapshot: PinnedSnapshot,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    states: Vec<StoredState>,
+}
+
+impl RocksDbSnapshotView {
+    pub(crate) fn new(
+        db: Arc<OpenDb>,
+        max: MaxParallelism,
+        range: KeyGroupRange,
+        states: Vec<StoredState>,
+    ) -> Self {
+        Self {
+            snapshot: PinnedSnapshot::new(db, |open| open.db.snapshot()),
+            max,
+            range,
+            states,
+        }
+    }
+}
+
+impl KeyedSnapshotView for RocksDbSnapshotView {
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.max
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn states(&self) -> Vec<(StateId, StateMetadata)> {
+        self.states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (StateId(i as u32), s.metadata.clone()))
+            .collect()
+    }
+
+    fn for_each_row(
+        &self,
+        key_group: KeyGroup,
+        visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.range.contains(key_group) {
+            return Err(Error::KeyGroupNotOwned {
+                key_group: key_group.get(),
+                range: self.range.to_string(),
+            });
+        }
+        let (lower, upper) = keys::key_group_bounds(&KeyGroupRange::single(key_group));
+        self.snapshot.with_dependent(|open, snapshot| {
+            for (i, state) in self.states.iter().enumerate() {
+                let cf = open.db.cf_handle(&state.column_family).ok_or_else(|| {
+                    Error::from(RocksDbError::Metadata {
+                        detail: format!("column family '{}' is missing", state.column_family),
+                    })
+                })?;
+                let mut ro = ReadOptions::default();
+                ro.set_iterate_lower_bound(lower.clone());
+                ro.set_iterate_upper_bound(upper.clone());
+                // A snapshot scan reads everything once: keep it out of the block cache.
+                ro.fill_cache(false);
+                let mut it = snapshot.raw_iterator_cf_opt(&cf, ro);
+                it.seek(&lower);
+                let layout = state.metadata.kind.layout();
+                while let Some((k, v)) = it.item() {
+                    let d = keys::decode_key(k)?;
+                    let value = match layout {
+                        StorageLayout::Value => RowValue::Value(v),
+                        StorageLayout::List if v.is_empty() => {
+                            it.next();
+                            continue;
+                        }
+                        StorageLayout::List => RowValue::List(v),
+                        StorageLayout::Map => RowValue::MapEntry {
+                            user_key: d.user_key,
+                            value: v,
+                        },
+                    };
+                    visit(StateRow {
+                        state: StateId(i as u32),
+                        key: d.key,
+                        namespace: d.namespace,
+                        value,
+                    })?;
+                    it.next();
+                }
+                it.status().map_err(engine("reading a snapshot"))?;
+            }
+            Ok(())
+        })
+    }
+}
