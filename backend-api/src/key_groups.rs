@@ -349,7 +349,7 @@ pub fn key_group_range_for_operator(
         parallelism.get() as u64,
         operator_index as u64,
     );
-    let start = (i * m + p - 1) / p;
+    let start = (i * m).div_ceil(p);
     let end = ((i + 1) * m - 1) / p;
     KeyGroupRange::new(start as u32, end as u32)
 }

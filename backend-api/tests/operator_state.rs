@@ -81,7 +81,7 @@ fn typed_list_state_get_add_add_all_update_clear() {
     assert_eq!(offsets.get().unwrap(), Vec::<u64>::new());
     offsets.add(&5).unwrap();
     offsets.add_all([6u64, 7]).unwrap();
-    let more = vec![8u64];
+    let more = [8u64];
     offsets.add_all(more.iter()).unwrap();
     assert_eq!(offsets.get().unwrap(), vec![5, 6, 7, 8]);
     // A second handle of the same name sees the same list.

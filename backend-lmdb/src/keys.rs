@@ -30,9 +30,25 @@ fn push_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+fn varint_len(value: usize) -> usize {
+    let bits = usize::BITS - value.leading_zeros();
+    (bits as usize).div_ceil(7).max(1)
+}
+
+/// Length of the `(key group, key, namespace)` prefix of a key of `key_len` bytes in a
+/// namespace of `namespace_len` bytes.
+pub fn prefix_len(key_len: usize, namespace_len: usize) -> usize {
+    2 + varint_len(key_len) + key_len + varint_len(namespace_len) + namespace_len
+}
+
 /// Appends the `(key group, key, namespace)` prefix of a key to `out`.
 pub fn push_prefix(out: &mut Vec<u8>, key_group: KeyGroup, key: &[u8], namespace: &[u8]) {
     out.extend_from_slice(&key_group.to_be_bytes());
+    push_key_and_namespace(out, key, namespace);
+}
+
+/// Appends the length-prefixed key and namespace (the prefix without its key group).
+pub(crate) fn push_key_and_namespace(out: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
     push_varint(out, key.len() as u64);
     out.extend_from_slice(key);
     push_varint(out, namespace.len() as u64);
@@ -154,6 +170,10 @@ mod tests {
         let n1 = value_key(&key, b"n");
         let n2 = value_key(&key, b"nn");
         assert!(!n2.starts_with(&n1));
+        for len in [0usize, 1, 127, 128, 300, 16_384] {
+            let long = KeyContext::with_key_group(vec![7; len], key.key_group());
+            assert_eq!(value_key(&long, b"abc").len(), prefix_len(len, 3));
+        }
     }
 
     #[test]

@@ -252,6 +252,41 @@ impl RocksDbBackend {
         )
     }
 
+    /// Deletes every key outside the backend's key-group range, in every column family: two
+    /// range tombstones per state, plus dropping the SST files that lie wholly outside.
+    pub(crate) fn clip_to_range(&self) -> Result<()> {
+        let (lower, upper) = keys::key_group_bounds(&self.range);
+        let below = (vec![0u8, 0u8], lower);
+        let above = (upper, keys::all_keys_upper_bound());
+        self.cell.with_dependent(|open, table| {
+            for state in table.read().iter() {
+                for (from, to) in [&below, &above] {
+                    if from >= to {
+                        continue;
+                    }
+                    open.db
+                        .delete_range_cf_opt(&state.handle, from, to, &self.write_opts)
+                        .map_err(engine("deleting key groups outside the restored range"))?;
+                    open.db
+                        .delete_file_in_range_cf(&state.handle, from, to)
+                        .map_err(engine("dropping SST files outside the restored range"))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ingests an SST file (written with this backend's key layout) into `state`'s column
+    /// family, moving it into the database.
+    pub(crate) fn ingest(&self, state: StateId, sst: &Path) -> Result<()> {
+        self.with_state(state, "ingest", None, |db, cf, _| {
+            let mut opts = rocksdb::IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            db.ingest_external_file_cf_opts(cf, &opts, vec![sst])
+                .map_err(engine("ingesting restored key groups"))
+        })
+    }
+
     fn check_owned(&self, key: &KeyContext) -> Result<()> {
         self.check_key_group(key.key_group())
     }

@@ -1,16 +1,76 @@
 //! # flowstate-conformance
 //!
-//! The contract every flowstate backend is held to, as a library: a backend (ours or yours)
-//! runs the whole suite with one line in a test file:
+//! The contract every flowstate backend is held to, as a library. A backend (ours or yours)
+//! runs the whole suite with one line in a test file, e.g. `tests/conformance.rs`:
 //!
 //! ```ignore
 //! flowstate_conformance::conformance_tests!(my_backend::MyFactory::new());
 //! ```
 //!
-//! The macro expands to one `#[test]` per case, grouped in modules by theme, each calling a
-//! plain generic function of this crate with a fresh factory.
+//! with `flowstate-conformance` as a dev-dependency. The macro expands to one `#[test]` per
+//! case, in one module per theme (`cargo test --test conformance rescale::` runs one theme).
+//! Each test evaluates the factory expression afresh and calls a plain generic function of
+//! this crate, `pub fn case<F: StateBackendFactory>(factory: &F)`, which panics with a
+//! message naming what went wrong. The functions are public, so a backend can also call a
+//! single case from its own test, or run a case under other conditions.
+//!
+//! Cases use only the public API: typed state handles ([`flowstate_api::typed`]) bound to the
+//! backend, the raw [`flowstate_api::KeyedStateBackend`] trait where bytes matter, and
+//! checkpoint / restore driven the way an engine drives them ([`harness`]): the synchronous
+//! part of every subtask first, uploads after, the manifest last, then completion notices;
+//! restores through [`flowstate_api::StateBackendFactory::restore`] for each new subtask.
+//! Checkpoints go to an in-memory `object_store`; a backend needing local directories makes
+//! them in its factory.
+//!
+//! ## Themes
+//!
+//! - [`semantics`]: Flink's semantics of value, list, map, reducing and aggregating state
+//!   (an empty list or map reads as absent and is not enumerated; clear removes; reducing and
+//!   aggregating fold on add; map entries / user keys / values / contains / is-empty /
+//!   remove), zero-byte values that are present, namespaces that isolate, key / namespace /
+//!   user-key byte boundaries, `merge_namespaces`, exact key enumeration across key groups,
+//!   `apply_to_all_keys` while the callback clears and adds keys, isolation of states,
+//!   re-registration, `KeyGroupNotOwned` for keys of another range, `apply_rows` order,
+//!   large entries, and concurrent writers.
+//! - [`snapshots`]: round trips of every kind through full and incremental checkpoints; chains
+//!   of checkpoints with an aborted and an unconfirmed one, each restorable to its own point
+//!   in time; snapshot isolation (writes after the synchronous part are not in the
+//!   checkpoint but are in the next); a snapshot taken while two threads write is one point
+//!   in time; empty backends; restoring one subtask of eight reads about an eighth of the
+//!   bytes (through a counting object store); canonical files are key-group ordered with one
+//!   block per non-empty key group; retention deletes nothing a retained checkpoint needs.
+//! - [`rescale`]: every kind in three namespaces through 4→2, 2→4, 2→2, 15→77, 77→15,
+//!   1→3→1, 1→7→2→1 and 4→1 at max parallelism 128 (full and incremental), 3→128→2, and
+//!   chains at max parallelism 32768 and 10; after each restore every key's state is held by
+//!   exactly the subtask owning its key group, compared with a `BTreeMap` model.
+//! - [`errors`]: `MaxParallelismMismatch`, `StateKindMismatch`, `StateCodecMismatch` (live and
+//!   after a restore), flipped bytes in blocks / metadata / index / trailer
+//!   (`ChecksumMismatch` or `Corrupt`), truncated files (`Corrupt`), an unknown format version
+//!   (`UnsupportedFormatVersion`), a missing file; never a panic.
+//! - [`operator`]: operator list state with even-split and union redistribution and broadcast
+//!   state, checkpointed beside keyed state and restored across rescales; one name in two
+//!   modes is `OperatorStateModeMismatch`.
+//!
+//! Data sizes are modest (a few thousand keys per case, 20 000 in the ranged-read cases) so
+//! the suite runs in debug builds of disk-based backends too.
+//!
+//! ## Backends with native snapshots
+//!
+//! The file-level cases (file layout, flipped bytes, truncation, format version) look at
+//! canonical-format files ([`flowstate_api::KeyedStateHandle::Canonical`] and
+//! [`flowstate_api::KeyedStateHandle::Changelog`]). For a backend whose handles are
+//! [`flowstate_api::KeyedStateHandle::Native`], flipped bytes and truncation are applied to
+//! its largest native file and must give `ChecksumMismatch`, `Corrupt` or `Backend`; the
+//! layout and version checks, which only canonical files have, are reported as skipped.
 
+pub mod dataset;
+pub mod errors;
+pub mod fixtures;
 pub mod harness;
+pub mod operator;
+pub mod rescale;
+pub mod semantics;
+pub mod snapshots;
 
 /// Expands to every conformance case as a `#[test]`, for the factory expression given.
 /// The expression is evaluated once per case.
@@ -18,6 +78,80 @@ pub mod harness;
 macro_rules! conformance_tests {
     ($factory:expr) => {
         $crate::conformance_tests!(@expand $factory;
+            semantics {
+                value_state,
+                empty_encodings_are_present,
+                list_state,
+                map_state,
+                reducing_state,
+                aggregating_state,
+                namespaces_isolate,
+                key_namespace_boundaries,
+                merge_namespaces_list,
+                merge_namespaces_reducing,
+                merge_namespaces_aggregating,
+                keys_enumeration,
+                apply_to_all_keys_tolerates_changes,
+                states_are_isolated,
+                reregistering_returns_same_state,
+                key_group_not_owned,
+                apply_rows_in_order,
+                large_entries,
+                concurrent_access,
+            }
+            snapshots {
+                round_trip_full,
+                round_trip_incremental,
+                checkpoint_chain_full,
+                checkpoint_chain_incremental,
+                isolation_full,
+                isolation_incremental,
+                snapshot_during_writes_full,
+                snapshot_during_writes_incremental,
+                empty_backend_full,
+                empty_backend_incremental,
+                ranged_restore_full,
+                ranged_restore_incremental,
+                canonical_files_are_key_group_ordered,
+                retention_keeps_needed_files,
+            }
+            rescale {
+                scale_down_4_to_2_full,
+                scale_down_4_to_2_incremental,
+                scale_up_2_to_4_full,
+                scale_up_2_to_4_incremental,
+                unchanged_2_to_2_full,
+                unchanged_2_to_2_incremental,
+                scale_up_15_to_77_full,
+                scale_up_15_to_77_incremental,
+                scale_down_77_to_15_full,
+                scale_down_77_to_15_incremental,
+                chain_1_3_1_full,
+                chain_1_3_1_incremental,
+                chain_1_7_2_1_full,
+                chain_1_7_2_1_incremental,
+                several_into_one_full,
+                several_into_one_incremental,
+                one_key_group_per_subtask,
+                max_parallelism_32768,
+                max_parallelism_10,
+            }
+            errors {
+                max_parallelism_mismatch,
+                state_kind_mismatch,
+                state_codec_mismatch,
+                corrupt_bytes_are_detected,
+                truncated_file_is_corrupt,
+                unknown_format_version,
+                missing_file_is_an_error,
+            }
+            operator {
+                even_split_list_state,
+                union_list_state,
+                broadcast_state,
+                operator_state_mode_mismatch,
+            }
+            // The model-based property test adds its group here: model { ... }
         );
     };
     (@expand $factory:expr; $($module:ident { $($case:ident),* $(,)? })*) => {

@@ -1,0 +1,282 @@
+//! Snapshots: point-in-time views on an LMDB read transaction, and the checkpoint hooks.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use flowstate_api::changelog::{ChangelogPlan, ChangelogSnapshotJob};
+use flowstate_api::snapshot::CanonicalSnapshotJob;
+use flowstate_api::state::StorageLayout;
+use flowstate_api::{
+    CheckpointId, CheckpointStorage, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView,
+    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind,
+    SnapshotRequest, StateBackend, StateId, StateMetadata, StateRow,
+};
+use heed::{Env, RoTxn, WithoutTls};
+use parking_lot::Mutex;
+
+use crate::backend::{Inner, LmdbBackend, StateDb, WriteOutcome};
+use crate::changes::{split_change_key, ChangeSet};
+use crate::error::LmdbError;
+use crate::keys::decode_key;
+use crate::overlay::{scan_merged, Overlay};
+
+/// A read transaction owned by a snapshot view, counted so that the map is never resized
+/// under it.
+struct PinnedRead {
+    // `RoTxn<WithoutTls>` is `Send` but not `Sync`; the mutex makes the view `Sync`.
+    txn: Mutex<Option<RoTxn<'static, WithoutTls>>>,
+    active_readers: Arc<AtomicUsize>,
+}
+
+impl PinnedRead {
+    /// Call under the backend mutex (see `Inner::write_with_growth`).
+    fn begin(env: &Env<WithoutTls>, active_readers: &Arc<AtomicUsize>) -> Result<Self> {
+        active_readers.fetch_add(1, Ordering::SeqCst);
+        match env.clone().static_read_txn() {
+            Ok(txn) => Ok(Self {
+                txn: Mutex::new(Some(txn)),
+                active_readers: active_readers.clone(),
+            }),
+            Err(e) => {
+                active_readers.fetch_sub(1, Ordering::SeqCst);
+                Err(LmdbError::heed("opening a snapshot's read transaction", e).into())
+            }
+        }
+    }
+}
+
+impl Drop for PinnedRead {
+    fn drop(&mut self) {
+        // Close the transaction before the count says it is gone.
+        drop(self.txn.get_mut().take());
+        self.active_readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A consistent view of an [`LmdbBackend`]: an LMDB read transaction taken right after the
+/// write buffer was flushed (or, when the map was full and could not grow, a frozen copy of
+/// the buffer on top of it). Writers go on while it is read.
+pub struct LmdbSnapshotView {
+    read: PinnedRead,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    states: Vec<(StateId, StateMetadata)>,
+    dbs: Vec<StateDb>,
+    /// Buffered writes not in LMDB at capture (only when the flush had to be postponed).
+    frozen: Option<Arc<Overlay>>,
+    max_key_size: usize,
+    /// `Some`: a delta view of these changes; `None`: everything.
+    changes: Option<Arc<ChangeSet>>,
+}
+
+impl LmdbSnapshotView {
+    /// Number of changed `(state, key, namespace)` a delta view covers (`None` for a full view).
+    pub fn changed_keys(&self) -> Option<usize> {
+        self.changes.as_ref().map(|c| c.len())
+    }
+
+    /// Visits the current rows of `db` under `prefix`.
+    fn visit_prefix(
+        &self,
+        txn: &RoTxn<'static, WithoutTls>,
+        state: StateId,
+        db: StateDb,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let buffered = self.frozen.as_ref().and_then(|o| o.state(state));
+        scan_merged(txn, db.db, buffered, prefix, self.max_key_size, &mut |k, v| {
+            visit(row(state, db.layout, k, v)?)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+}
+
+/// The snapshot row of one stored entry.
+fn row<'a>(
+    state: StateId,
+    layout: StorageLayout,
+    stored_key: &'a [u8],
+    value: &'a [u8],
+) -> Result<StateRow<'a>> {
+    let decoded = decode_key(stored_key)?;
+    let value = match layout {
+        StorageLayout::Map => RowValue::MapEntry {
+            user_key: decoded.user_key,
+            value,
+        },
+        _ if !decoded.user_key.is_empty() => {
+            return Err(LmdbError::CorruptKey(format!(
+                "a {layout:?} entry has {} trailing bytes",
+                decoded.user_key.len()
+            ))
+            .into())
+        }
+        StorageLayout::List => RowValue::List(value),
+        StorageLayout::Value => RowValue::Value(value),
+    };
+    Ok(StateRow {
+        state,
+        key: decoded.key,
+        namespace: decoded.namespace,
+        value,
+    })
+}
+
+impl KeyedSnapshotView for LmdbSnapshotView {
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.max
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn states(&self) -> Vec<(StateId, StateMetadata)> {
+        self.states.clone()
+    }
+
+    fn for_each_row(
+        &self,
+        key_group: KeyGroup,
+        visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.range.contains(key_group) {
+            return Ok(());
+        }
+        let guard = self.read.txn.lock();
+        let txn = guard
+            .as_ref()
+            .ok_or_else(|| Error::Config("snapshot read transaction already closed".into()))?;
+        let db_of = |state: StateId| {
+            self.dbs
+                .get(state.index())
+                .copied()
+                .ok_or(Error::UnknownStateId { id: state.0 })
+        };
+        match &self.changes {
+            None => {
+                let prefix = key_group.to_be_bytes();
+                for (state, _) in &self.states {
+                    self.visit_prefix(txn, *state, db_of(*state)?, &prefix, visit)?;
+                }
+            }
+            Some(changes) => {
+                for change in changes.of_key_group(key_group) {
+                    let (state, prefix) = split_change_key(change).ok_or_else(|| {
+                        LmdbError::CorruptKey("a tracked change is truncated".into())
+                    })?;
+                    let decoded = decode_key(&prefix)?;
+                    visit(StateRow {
+                        state,
+                        key: decoded.key,
+                        namespace: decoded.namespace,
+                        value: RowValue::Tombstone,
+                    })?;
+                    self.visit_prefix(txn, state, db_of(state)?, &prefix, visit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a capture takes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Capture {
+    /// Everything; change tracking untouched (full and savepoint-style snapshots).
+    Full,
+    /// Everything, as the new base of the incremental chain: seals the checkpoint's changes.
+    Base(CheckpointId),
+    /// The changes since the last completed checkpoint: seals the checkpoint's changes.
+    Delta(CheckpointId),
+}
+
+impl LmdbBackend {
+    /// Captures a consistent view under the backend mutex: flushes the write buffer, then
+    /// opens a read transaction (MVCC: later commits do not disturb it).
+    fn capture(&self, inner: &mut Inner, capture: Capture) -> Result<LmdbSnapshotView> {
+        let frozen = match inner.flush(&self.config, &self.active_readers)? {
+            WriteOutcome::Committed => None,
+            // The map is full and other snapshots pin it: keep the buffer on top of LMDB.
+            WriteOutcome::Deferred => Some(Arc::new(inner.overlay.clone())),
+        };
+        let read = PinnedRead::begin(&inner.env, &self.active_readers)?;
+        let changes = match capture {
+            Capture::Full => None,
+            Capture::Base(id) => {
+                inner.changes.seal(id);
+                None
+            }
+            Capture::Delta(id) => Some(inner.changes.seal(id)),
+        };
+        let states = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|(id, _)| id.index() < inner.dbs.len())
+            .collect();
+        Ok(LmdbSnapshotView {
+            read,
+            max: self.max,
+            range: self.range,
+            states,
+            dbs: inner.dbs.clone(),
+            frozen,
+            max_key_size: self.max_key_size,
+            changes,
+        })
+    }
+
+    /// A full view of the current state (what a full snapshot writes).
+    pub fn full_view(&self) -> Result<LmdbSnapshotView> {
+        self.capture(&mut self.inner.lock(), Capture::Full)
+    }
+}
+
+impl StateBackend for LmdbBackend {
+    fn snapshot(&self, request: &SnapshotRequest) -> Result<Box<dyn SnapshotJob>> {
+        let id = request.checkpoint_id;
+        let owner = format!("sub-{}", request.subtask_index);
+        let mut inner = self.inner.lock();
+        if request.kind == SnapshotKind::Full || !inner.changes.enabled() {
+            let view = self.capture(&mut inner, Capture::Full)?;
+            drop(inner);
+            let path =
+                CheckpointStorage::exclusive_path(id, &format!("{owner}-keyed-lmdb.fsnap"));
+            return Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)));
+        }
+        // Planned under the mutex that completion also takes, so the plan's base and the
+        // sealed changes agree.
+        let plan = self.chain.plan();
+        let capture = match plan {
+            ChangelogPlan::Base => Capture::Base(id),
+            ChangelogPlan::Delta { .. } => Capture::Delta(id),
+        };
+        let view = self.capture(&mut inner, capture)?;
+        drop(inner);
+        Ok(Box::new(ChangelogSnapshotJob::new(
+            Box::new(view),
+            plan,
+            self.chain.clone(),
+            id,
+            &owner,
+        )))
+    }
+
+    fn notify_checkpoint_complete(&self, id: CheckpointId) -> Result<()> {
+        let mut inner = self.inner.lock();
+        // Only a checkpoint of the chain is a base; a full snapshot's changes stay tracked.
+        if self.chain.complete(id) {
+            inner.changes.complete(id);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&self, id: CheckpointId) -> Result<()> {
+        // Its changes stay tracked: they go into the next delta.
+        self.chain.abort(id);
+        Ok(())
+    }
+}

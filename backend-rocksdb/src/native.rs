@@ -1,0 +1,494 @@
+//! Native incremental checkpoints (RocksDB checkpoints whose SST files are shared between
+//! flowstate checkpoints) and the rescaling restore from them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flowstate_api::backend::{BoxFuture, KeyedStateBackend, SnapshotJob, SnapshotRequest};
+use flowstate_api::checkpoint::NativeFile;
+use flowstate_api::{
+    CheckpointId, CheckpointStorage, Error, FileRef, KeyGroupRange, KeyedStateHandle,
+    MaxParallelism, Result,
+};
+use parking_lot::Mutex;
+use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, Options, SingleThreaded};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{OpenDb, RocksDbBackend, StoredState};
+use crate::error::{engine, RocksDbError};
+use crate::BACKEND_NAME;
+
+/// Version of the metadata JSON of native handles this build writes and reads.
+pub const NATIVE_METADATA_VERSION: u32 = 1;
+
+/// Which uploaded SST files a new incremental checkpoint may reference instead of uploading.
+///
+/// Only the files of the last *completed* checkpoint qualify (an aborted or pending
+/// checkpoint's files may be deleted by the coordinator at any time).
+#[derive(Debug, Default)]
+pub(crate) struct CheckpointTracker {
+    /// Local SST name -> uploaded file, for the last completed checkpoint.
+    confirmed: Arc<HashMap<String, FileRef>>,
+    confirmed_id: Option<CheckpointId>,
+    /// SSTs referenced by checkpoints whose upload finished but which are not confirmed yet.
+    pending: BTreeMap<CheckpointId, HashMap<String, FileRef>>,
+}
+
+impl CheckpointTracker {
+    pub(crate) fn base(&self) -> Arc<HashMap<String, FileRef>> {
+        self.confirmed.clone()
+    }
+
+    fn record(&mut self, id: CheckpointId, files: HashMap<String, FileRef>) {
+        self.pending.insert(id, files);
+    }
+
+    /// Checkpoint `id` completed: its files become the base. A completed checkpoint without a
+    /// native record (a full canonical one) empties the base: the files of the checkpoint
+    /// before it may now be dropped by retention.
+    pub(crate) fn complete(&mut self, id: CheckpointId) {
+        if self.confirmed_id.is_none_or(|c| id > c) {
+            self.confirmed = Arc::new(self.pending.remove(&id).unwrap_or_default());
+            self.confirmed_id = Some(id);
+        }
+        self.pending.retain(|pending, _| *pending > id);
+    }
+
+    pub(crate) fn abort(&mut self, id: CheckpointId) {
+        self.pending.remove(&id);
+    }
+
+    /// After a restore: the restored checkpoint (completed) is the base of the next one.
+    pub(crate) fn seed(&mut self, files: HashMap<String, FileRef>) {
+        self.confirmed = Arc::new(files);
+    }
+}
+
+/// One SST file of a native checkpoint, as the handle's metadata lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SstInfo {
+    pub local_name: String,
+    pub column_family: String,
+    pub level: i32,
+    pub entries: u64,
+    pub size: u64,
+    /// Key-group span of the file's keys (`None` when RocksDB reported no key range).
+    pub smallest_key_group: Option<u32>,
+    pub largest_key_group: Option<u32>,
+}
+
+/// The `metadata` of a [`KeyedStateHandle::Native`] written by this backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NativeMetadata {
+    pub(crate) format_version: u32,
+    pub(crate) instance: String,
+    pub(crate) states: Vec<StoredState>,
+    pub(crate) sst_files: Vec<SstInfo>,
+}
+
+impl NativeMetadata {
+    fn parse(value: &serde_json::Value) -> Result<Self> {
+        let meta: NativeMetadata =
+            serde_json::from_value(value.clone()).map_err(|e| RocksDbError::Metadata {
+                detail: e.to_string(),
+            })?;
+        if meta.format_version > NATIVE_METADATA_VERSION {
+            return Err(Error::UnsupportedFormatVersion {
+                what: "rocksdb native checkpoint metadata",
+                found: meta.format_version,
+                supported: NATIVE_METADATA_VERSION,
+            });
+        }
+        Ok(meta)
+    }
+}
+
+/// Removes a local checkpoint directory when the job is done with it (or dropped unrun).
+struct LocalCheckpointDir(PathBuf);
+
+impl Drop for LocalCheckpointDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a local RocksDB checkpoint");
+        }
+    }
+}
+
+/// The async half of a native incremental checkpoint: uploads the SSTs of a hard-linked
+/// RocksDB checkpoint that the base does not have, and the small per-checkpoint files.
+pub(crate) struct NativeSnapshotJob {
+    // Keeps the instance directory (which holds `dir`) alive until the upload is done.
+    _db: Arc<OpenDb>,
+    dir: LocalCheckpointDir,
+    request: SnapshotRequest,
+    instance_id: String,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    states: Vec<StoredState>,
+    base: Arc<HashMap<String, FileRef>>,
+    tracker: Arc<Mutex<CheckpointTracker>>,
+    options: Options,
+}
+
+impl NativeSnapshotJob {
+    /// The synchronous part: a RocksDB checkpoint (flush, then hard links) in the instance
+    /// directory. Writers wait only for the memtable flush.
+    pub(crate) fn capture(backend: &RocksDbBackend, request: &SnapshotRequest) -> Result<Self> {
+        let open = backend.open_db().clone();
+        let parent = open.checkpoints_path();
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let dir = parent.join(format!(
+            "chk-{:020}-{}",
+            request.checkpoint_id.get(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&open.db)
+            .map_err(engine("preparing a RocksDB checkpoint"))?;
+        checkpoint
+            .create_checkpoint(&dir)
+            .map_err(engine("creating a RocksDB checkpoint"))?;
+        let dir = LocalCheckpointDir(dir);
+        Ok(Self {
+            _db: open,
+            dir,
+            request: request.clone(),
+            instance_id: backend.instance_id().to_string(),
+            max: backend.max_parallelism(),
+            range: backend.key_group_range(),
+            states: backend.stored_states(),
+            base: backend.checkpoints.lock().base(),
+            tracker: backend.checkpoints.clone(),
+            options: backend.resources.db_options(),
+        })
+    }
+
+    /// The key-group span of every SST of the checkpoint, read from its MANIFEST.
+    fn sst_infos(&self) -> Result<HashMap<String, SstInfo>> {
+        let path = &self.dir.0;
+        let cfs = DBWithThreadMode::<SingleThreaded>::list_cf(&self.options, path)
+            .map_err(engine("listing column families of a checkpoint"))?;
+        let descriptors = cfs
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, self.options.clone()));
+        let db = DBWithThreadMode::<SingleThreaded>::open_cf_descriptors_read_only(
+            &self.options,
+            path,
+            descriptors,
+            false,
+        )
+        .map_err(engine("opening a local checkpoint read-only"))?;
+        let files = db
+            .live_files()
+            .map_err(engine("listing the SST files of a checkpoint"))?;
+        Ok(files
+            .into_iter()
+            .map(|f| {
+                let local_name = f.name.trim_start_matches('/').to_string();
+                let info = SstInfo {
+                    local_name: local_name.clone(),
+                    column_family: f.column_family_name,
+                    level: f.level,
+                    entries: f.num_entries,
+                    size: f.size as u64,
+                    smallest_key_group: f.start_key.as_deref().and_then(key_group_of),
+                    largest_key_group: f.end_key.as_deref().and_then(key_group_of),
+                };
+                (local_name, info)
+            })
+            .collect())
+    }
+
+    async fn upload(self, storage: CheckpointStorage) -> Result<KeyedStateHandle> {
+        let id = self.request.checkpoint_id;
+        let mut infos = self.sst_infos()?;
+        let mut entries: Vec<_> = std::fs::read_dir(&self.dir.0)
+            .map_err(|e| Error::io(format!("listing {}", self.dir.0.display()), e))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io(format!("listing {}", self.dir.0.display()), e))?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut files = Vec::with_capacity(entries.len());
+        let mut ssts = HashMap::new();
+        let mut sst_files = Vec::new();
+        for entry in entries {
+            let local_name = entry.file_name().to_string_lossy().into_owned();
+            let file = if local_name.ends_with(".sst") {
+                let file = match self.base.get(&local_name) {
+                    Some(reused) => reused.clone(),
+                    None => {
+                        let path = CheckpointStorage::shared_path(&format!(
+                            "rocksdb-{}-{local_name}",
+                            self.instance_id
+                        ));
+                        let bytes = read_local(&entry.path())?;
+                        storage.put(&path, bytes, true).await?
+                    }
+                };
+                ssts.insert(local_name.clone(), file.clone());
+                if let Some(info) = infos.remove(&local_name) {
+                    sst_files.push(info);
+                }
+                file
+            } else {
+                let path = CheckpointStorage::exclusive_path(
+                    id,
+                    &format!(
+                        "rocksdb-{:05}-{}/{local_name}",
+                        self.request.subtask_index, self.instance_id
+                    ),
+                );
+                let bytes = read_local(&entry.path())?;
+                storage.put(&path, bytes, false).await?
+            };
+            files.push(NativeFile { local_name, file });
+        }
+        let metadata = NativeMetadata {
+            format_version: NATIVE_METADATA_VERSION,
+            instance: self.instance_id.clone(),
+            states: self.states.clone(),
+            sst_files,
+        };
+        let metadata = serde_json::to_value(&metadata).map_err(|e| RocksDbError::Metadata {
+            detail: e.to_string(),
+        })?;
+        self.tracker.lock().record(id, ssts);
+        Ok(KeyedStateHandle::Native {
+            backend: BACKEND_NAME.to_string(),
+            key_group_range: self.range,
+            max_parallelism: self.max,
+            files,
+            metadata,
+        })
+    }
+}
+
+fn read_local(path: &Path) -> Result<Bytes> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+/// The key group of a stored key (its first two bytes), if it has them.
+fn key_group_of(key: &[u8]) -> Option<u32> {
+    key.first_chunk::<2>()
+        .map(|kg| u16::from_be_bytes(*kg) as u32)
+}
+
+impl SnapshotJob for NativeSnapshotJob {
+    fn run(
+        self: Box<Self>,
+        storage: CheckpointStorage,
+    ) -> BoxFuture<'static, Result<KeyedStateHandle>> {
+        Box::pin(async move { self.upload(storage).await })
+    }
+}
+
+/// Restores a backend owning `range` from the handles of old subtasks (see the crate docs):
+/// the native handle overlapping `range` most becomes the database (downloaded, opened,
+/// clipped with `delete_range`); the target key groups of other native handles are copied in
+/// as freshly written SST files (ingested, not inserted key by key); canonical and changelog
+/// handles are applied through ranged reads.
+pub(crate) async fn restore(
+    factory: &crate::RocksDbBackendFactory,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    storage: &CheckpointStorage,
+    handles: &[KeyedStateHandle],
+) -> Result<RocksDbBackend> {
+    let mut natives = Vec::new();
+    let mut others = Vec::new();
+    for handle in handles {
+        match handle {
+            KeyedStateHandle::Native {
+                backend,
+                max_parallelism,
+                ..
+            } => {
+                if backend != BACKEND_NAME {
+                    return Err(Error::UnsupportedHandle {
+                        handle: handle.describe(),
+                        reason: format!(
+                            "it is a native {backend} snapshot; restore it with the {backend} backend or take a canonical (savepoint) snapshot"
+                        ),
+                    });
+                }
+                if *max_parallelism != max {
+                    return Err(Error::MaxParallelismMismatch {
+                        snapshot: max_parallelism.get(),
+                        configured: max.get(),
+                    });
+                }
+                if handle.key_group_range().intersection(&range).is_some() {
+                    natives.push(handle);
+                }
+            }
+            other => others.push(other.clone()),
+        }
+    }
+    let overlap = |h: &KeyedStateHandle| {
+        h.key_group_range()
+            .intersection(&range)
+            .map_or(0, |r| r.len())
+    };
+    // The first of the handles with the largest overlap: the least data to clip and copy.
+    let base_index = natives
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, h)| (overlap(h), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i);
+    let backend = match base_index {
+        Some(i) => restore_base(factory, max, range, storage, natives[i]).await?,
+        None => flowstate_api::StateBackendFactory::create(factory, max, range)?,
+    };
+    for (i, handle) in natives.iter().enumerate() {
+        if Some(i) != base_index {
+            copy_from_handle(&backend, storage, handle).await?;
+        }
+    }
+    flowstate_api::snapshot::restore_into(&backend, storage, &others).await?;
+    Ok(backend)
+}
+
+fn native_parts(
+    handle: &KeyedStateHandle,
+) -> Result<(KeyGroupRange, &[NativeFile], NativeMetadata)> {
+    match handle {
+        KeyedStateHandle::Native {
+            key_group_range,
+            files,
+            metadata,
+            ..
+        } => Ok((*key_group_range, files, NativeMetadata::parse(metadata)?)),
+        other => Err(Error::UnsupportedHandle {
+            handle: other.describe(),
+            reason: "not a native rocksdb handle".into(),
+        }),
+    }
+}
+
+/// Downloads a native handle's files into `dir` under their local names.
+async fn download(storage: &CheckpointStorage, files: &[NativeFile], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    for f in files {
+        let name = &f.local_name;
+        // Names come from a stored handle: never let one escape the directory.
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\']);
+        if !plain {
+            return Err(RocksDbError::Metadata {
+                detail: format!("file name '{name}' is not a plain file name"),
+            }
+            .into());
+        }
+        let bytes = storage.get(&f.file.path).await?;
+        if bytes.len() as u64 != f.file.size {
+            return Err(Error::corrupt(
+                &f.file.path,
+                format!("{} bytes where the handle records {}", bytes.len(), f.file.size),
+            ));
+        }
+        let target = dir.join(name);
+        std::fs::write(&target, &bytes)
+            .map_err(|e| Error::io(format!("writing {}", target.display()), e))?;
+    }
+    Ok(())
+}
+
+async fn restore_base(
+    factory: &crate::RocksDbBackendFactory,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    storage: &CheckpointStorage,
+    handle: &KeyedStateHandle,
+) -> Result<RocksDbBackend> {
+    let (old_range, files, meta) = native_parts(handle)?;
+    let dir = factory.new_instance_dir()?;
+    download(storage, files, &OpenDb::db_path(dir.path())).await?;
+    let backend = RocksDbBackend::open(factory.resources().clone(), dir, max, range, &meta.states)?;
+    if !range.contains_range(&old_range) {
+        backend.clip_to_range()?;
+    }
+    // The restored checkpoint completed: its SSTs still in this database need no new upload.
+    let reusable = files
+        .iter()
+        .filter(|f| f.file.shared && f.local_name.ends_with(".sst"))
+        .map(|f| (f.local_name.clone(), f.file.clone()))
+        .collect();
+    backend.checkpoints.lock().seed(reusable);
+    Ok(backend)
+}
+
+/// Copies the key groups of `backend`'s range held by another native handle: the old
+/// database is opened read-only and each state's target range is written, in key order, into
+/// one new SST file that RocksDB ingests.
+async fn copy_from_handle(
+    backend: &RocksDbBackend,
+    storage: &CheckpointStorage,
+    handle: &KeyedStateHandle,
+) -> Result<()> {
+    let (old_range, files, meta) = native_parts(handle)?;
+    let Some(overlap) = old_range.intersection(&backend.key_group_range()) else {
+        return Ok(());
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("restore-")
+        .tempdir_in(backend.instance_dir())
+        .map_err(|e| Error::io("creating a restore directory", e))?;
+    let old_dir = scratch.path().join("db");
+    download(storage, files, &old_dir).await?;
+    let options = backend.resources.db_options();
+    let cfs = DBWithThreadMode::<SingleThreaded>::list_cf(&options, &old_dir)
+        .map_err(engine("listing column families of a restored checkpoint"))?;
+    let old = DBWithThreadMode::<SingleThreaded>::open_cf_descriptors_read_only(
+        &options,
+        &old_dir,
+        cfs.iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, options.clone())),
+        false,
+    )
+    .map_err(engine("opening a restored checkpoint read-only"))?;
+    let (lower, upper) = crate::keys::key_group_bounds(&overlap);
+    for (i, state) in meta.states.iter().enumerate() {
+        let id = flowstate_api::KeyedStateBackend::register_state(backend, &state.metadata)?;
+        let cf = old.cf_handle(&state.column_family).ok_or_else(|| {
+            Error::from(RocksDbError::Metadata {
+                detail: format!("column family '{}' is missing", state.column_family),
+            })
+        })?;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.clone());
+        ro.set_iterate_upper_bound(upper.clone());
+        ro.fill_cache(false);
+        let mut it = old.raw_iterator_cf_opt(cf, ro);
+        it.seek(&lower);
+        let sst = scratch.path().join(format!("ingest-{i}.sst"));
+        let writer = rocksdb::SstFileWriter::create(&options);
+        let mut opened = false;
+        let mut writer = writer;
+        while let Some((k, v)) = it.item() {
+            if !opened {
+                writer
+                    .open(&sst)
+                    .map_err(engine("creating an SST file for ingestion"))?;
+                opened = true;
+            }
+            writer
+                .put(k, v)
+                .map_err(engine("writing an SST file for ingestion"))?;
+            it.next();
+        }
+        it.status()
+            .map_err(engine("reading a restored checkpoint"))?;
+        if opened {
+            writer
+                .finish()
+                .map_err(engine("finishing an SST file for ingestion"))?;
+            backend.ingest(id, &sst)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Small building blocks shared by the cases: keys and their contexts, a deterministic random
+//! source, backends over a chosen range, and an object store that counts what is read.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flowstate_api::key_groups::{key_group_for_key_bytes, key_group_range_for_operator};
+use flowstate_api::{
+    Codec, KeyContext, KeyGroupRange, KeyedStateBackend, MaxParallelism, Parallelism, SerdeCodec,
+    StateBackendFactory,
+};
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// The max parallelism most cases run at (Flink's default for small jobs).
+pub const MAX_PARALLELISM: u32 = 128;
+
+/// [`MAX_PARALLELISM`] as the API type.
+pub fn max_parallelism() -> MaxParallelism {
+    MaxParallelism::new(MAX_PARALLELISM).expect("128 is a valid max parallelism")
+}
+
+/// A parallelism the case knows to be valid.
+pub fn parallelism(p: u32) -> Parallelism {
+    Parallelism::new(p).expect("a valid parallelism")
+}
+
+/// The codec of the keys every case uses.
+pub fn key_codec() -> SerdeCodec<u64> {
+    SerdeCodec::new()
+}
+
+/// The context of key `k` at the default max parallelism.
+pub fn key(k: u64) -> KeyContext {
+    key_at(k, max_parallelism())
+}
+
+/// The context of key `k` at max parallelism `max`.
+pub fn key_at(k: u64, max: MaxParallelism) -> KeyContext {
+    KeyContext::for_key(&key_codec(), &k, max).expect("u64 keys always encode")
+}
+
+/// Decodes the key of a context returned by enumeration.
+pub fn key_id(ctx: &KeyContext) -> u64 {
+    ctx.decode_key(&key_codec())
+        .expect("enumerated keys are keys the case wrote")
+}
+
+/// Turns an enumeration into a set of key ids, checking on the way that every context carries
+/// the key group its bytes hash to, that the group lies in `range`, and that no key is
+/// reported twice.
+pub fn enumerated_ids(
+    contexts: Vec<KeyContext>,
+    max: MaxParallelism,
+    range: KeyGroupRange,
+    what: &str,
+) -> BTreeSet<u64> {
+    let mut ids = BTreeSet::new();
+    for ctx in contexts {
+        let id = key_id(&ctx);
+        assert_eq!(
+            ctx.key_group(),
+            key_group_for_key_bytes(ctx.key(), max),
+            "{what}: key {id} was enumerated with the wrong key group"
+        );
+        assert!(
+            range.contains(ctx.key_group()),
+            "{what}: key {id} of key group {} was enumerated by a backend owning {range}",
+            ctx.key_group()
+        );
+        assert!(ids.insert(id), "{what}: key {id} was enumerated twice");
+    }
+    ids
+}
+
+/// The first `count` keys (ascending from `from`) whose key group lies in `range`.
+pub fn keys_in_range(range: KeyGroupRange, max: MaxParallelism, from: u64, count: usize) -> Vec<u64> {
+    (from..)
+        .filter(|k| range.contains(key_at(*k, max).key_group()))
+        .take(count)
+        .collect()
+}
+
+/// The first `count` keys (ascending from `from`) whose key group lies outside `range`.
+pub fn keys_outside_range(
+    range: KeyGroupRange,
+    max: MaxParallelism,
+    from: u64,
+    count: usize,
+) -> Vec<u64> {
+    (from..)
+        .filter(|k| !range.contains(key_at(*k, max).key_group()))
+        .take(count)
+        .collect()
+}
+
+/// The key-group range subtask `index` of `p` owns at the default max parallelism.
+pub fn range_of(p: u32, index: u32) -> KeyGroupRange {
+    key_group_range_for_operator(max_parallelism(), parallelism(p), index)
+        .expect("a valid subtask index")
+}
+
+/// A fresh backend created by `factory` owning `range` at the default max parallelism.
+pub fn backend_for<F: StateBackendFactory>(factory: &F, range: KeyGroupRange) -> Arc<F::Backend> {
+    Arc::new(
+        factory
+            .create(max_parallelism(), range)
+            .expect("the factory creates a backend"),
+    )
+}
+
+/// A fresh backend owning every key group at the default max parallelism.
+pub fn full_backend<F: StateBackendFactory>(factory: &F) -> Arc<F::Backend> {
+    backend_for(factory, max_parallelism().full_range())
+}
+
+/// The backend as typed state handles take it.
+pub fn shared<B: KeyedStateBackend + 'static>(backend: &Arc<B>) -> Arc<dyn KeyedStateBackend> {
+    backend.clone()
+}
+
+/// Encodes `value` with the default codec (for raw-trait checks against typed writes).
+pub fn encoded<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Vec<u8> {
+    SerdeCodec::<T>::new()
+        .to_bytes(value)
+        .expect("test values always encode")
+}
+
+/// SplitMix64: a tiny deterministic generator, so every run of a case sees the same data and
+/// a failure reproduces.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// An [`ObjectStore`] that delegates to another and counts the bytes and requests of every
+/// read (`get`, ranged `get`, `get_ranges`; `head` requests are not reads of content).
+#[derive(Debug)]
+pub struct CountingStore<S> {
+    inner: S,
+    bytes_read: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl<S: ObjectStore> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            bytes_read: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        }
+    }
+    /// Bytes of content returned since the last [`CountingStore::reset`].
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::SeqCst)
+    }
+    /// Read requests since the last [`CountingStore::reset`].
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+    pub fn reset(&self) {
+        self.bytes_read.store(0, Ordering::SeqCst);
+        self.reads.store(0, Ordering::SeqCst);
+    }
+    fn count(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::SeqCst);
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl<S: ObjectStore> fmt::Display for CountingStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for CountingStore<S> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let head = options.head;
+        let result = self.inner.get_opts(location, options).await?;
+        if !head {
+            self.count(result.range.end - result.range.start);
+        }
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        let out = self.inner.get_ranges(location, ranges).await?;
+        for part in &out {
+            self.count(part.len() as u64);
+        }
+        Ok(out)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
