@@ -668,23 +668,30 @@ pub fn apply_rows_in_order<F: StateBackendFactory>(factory: &F) {
         encoded(&"late".to_string()),
     );
     let (n5, n6) = (encoded(&5u64), encoded(&6u64));
-    let row = |state, key: &KeyContext, value| StateRow {
-        state,
-        key: key.key(),
-        namespace: &ns,
-        value,
-    };
+    fn row<'a>(
+        state: flowstate_api::StateId,
+        key: &'a KeyContext,
+        namespace: &'a [u8],
+        value: RowValue<'a>,
+    ) -> StateRow<'a> {
+        StateRow {
+            state,
+            key: key.key(),
+            namespace,
+            value,
+        }
+    }
     // Every row names a key of key group `kg`.
     let rows = [
-        row(v, &k1, RowValue::Value(&s_first)),
-        row(v, &k1, RowValue::Value(&s_second)),
-        row(l, &k1, RowValue::List(&list)),
-        row(m, &k1, RowValue::MapEntry { user_key: &uk_new, value: &n5 }),
-        row(m, &k2, RowValue::MapEntry { user_key: &uk_keep, value: &n5 }),
-        row(m, &k2, RowValue::Tombstone),
-        row(m, &k2, RowValue::MapEntry { user_key: &uk_late, value: &n6 }),
-        row(v, &k3, RowValue::Tombstone),
-        row(l, &k3, RowValue::Tombstone),
+        row(v, &k1, &ns, RowValue::Value(&s_first)),
+        row(v, &k1, &ns, RowValue::Value(&s_second)),
+        row(l, &k1, &ns, RowValue::List(&list)),
+        row(m, &k1, &ns, RowValue::MapEntry { user_key: &uk_new, value: &n5 }),
+        row(m, &k2, &ns, RowValue::MapEntry { user_key: &uk_keep, value: &n5 }),
+        row(m, &k2, &ns, RowValue::Tombstone),
+        row(m, &k2, &ns, RowValue::MapEntry { user_key: &uk_late, value: &n6 }),
+        row(v, &k3, &ns, RowValue::Tombstone),
+        row(l, &k3, &ns, RowValue::Tombstone),
     ];
     backend.apply_rows(kg, &rows).unwrap();
     assert_eq!(states.value.get_in(&k1, &1).unwrap().as_deref(), Some("second"), "the last Value row wins");
