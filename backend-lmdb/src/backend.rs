@@ -24,6 +24,9 @@ use crate::error::{is_map_full, LmdbError};
 use crate::keys::{self, decode_key, prefix_successor};
 use crate::overlay::{read_merged, scan_merged, Db, Overlay, Pending};
 
+/// Visits one map entry (user key, value); may stop the walk.
+type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
 /// The database of one registered state and how it stores values.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StateDb {
@@ -178,7 +181,10 @@ impl Inner {
             &mut |wtxn, dbs| write_overlay(wtxn, dbs, &overlay),
         );
         self.overlay = overlay;
-        if outcome.as_ref().is_ok_and(|o| *o == WriteOutcome::Committed) {
+        if outcome
+            .as_ref()
+            .is_ok_and(|o| *o == WriteOutcome::Committed)
+        {
             self.overlay.clear();
             self.flush_deferred = false;
         }
@@ -213,16 +219,14 @@ impl Inner {
                 .env
                 .write_txn()
                 .map_err(|e| LmdbError::heed("opening a write transaction", e))?;
-            let created = self
-                .env
-                .create_databases_and_commit(wtxn, |opener, wtxn| {
-                    opener
-                        .database_options()
-                        .types::<Bytes, Bytes>()
-                        .name(&name)
-                        .create(wtxn)
-                        .map(CommitOrAbort::<_, ()>::Commit)
-                });
+            let created = self.env.create_databases_and_commit(wtxn, |opener, wtxn| {
+                opener
+                    .database_options()
+                    .types::<Bytes, Bytes>()
+                    .name(&name)
+                    .create(wtxn)
+                    .map(CommitOrAbort::<_, ()>::Commit)
+            });
             match created {
                 Ok(CommitOrAbort::Commit(db)) => {
                     self.dbs.push(StateDb { db, layout });
@@ -230,7 +234,9 @@ impl Inner {
                     return Ok(());
                 }
                 Ok(CommitOrAbort::Abort(())) => {
-                    return Err(Error::Config("creating an LMDB database was aborted".into()))
+                    return Err(Error::Config(
+                        "creating an LMDB database was aborted".into(),
+                    ))
                 }
                 Err(heed::Error::Mdb(heed::MdbError::DbsFull)) => {
                     return Err(LmdbError::TooManyStates {
@@ -261,7 +267,11 @@ fn write_overlay(wtxn: &mut RwTxn<'_>, dbs: &[StateDb], overlay: &Overlay) -> he
                     state.db.delete(wtxn, key)?;
                 }
                 Pending::Append(tail) => {
-                    let mut whole = state.db.get(wtxn, key)?.map(<[u8]>::to_vec).unwrap_or_default();
+                    let mut whole = state
+                        .db
+                        .get(wtxn, key)?
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default();
                     whole.extend_from_slice(tail);
                     state.db.put(wtxn, key, &whole)?;
                 }
@@ -565,7 +575,12 @@ impl LmdbBackend {
     }
 
     /// The stored keys of every entry under the `(key, namespace)` prefix in `key_buf`.
-    fn entry_keys_under_prefix(&self, inner: &mut Inner, state: StateId, db: Db) -> Result<Vec<Vec<u8>>> {
+    fn entry_keys_under_prefix(
+        &self,
+        inner: &mut Inner,
+        state: StateId,
+        db: Db,
+    ) -> Result<Vec<Vec<u8>>> {
         let txn = ensure_reader(&mut inner.reader, &inner.env)?;
         let mut out = Vec::new();
         scan_merged(
@@ -605,7 +620,7 @@ impl LmdbBackend {
                     keys::push_prefix(&mut key, key_group, row.key, row.namespace);
                     match row.value {
                         RowValue::Value(v) => state.db.put(wtxn, &key, v)?,
-                        RowValue::List(list) if list.is_empty() => {
+                        RowValue::List([]) => {
                             state.db.delete(wtxn, &key)?;
                         }
                         RowValue::List(list) => state.db.put(wtxn, &key, list)?,
@@ -650,14 +665,19 @@ impl LmdbBackend {
                 let meta = self.registry.get(row.state)?;
                 return Err(Error::corrupt(
                     "snapshot rows",
-                    format!("a {:?} row for {} state '{}'", row.value, meta.kind, meta.name),
+                    format!(
+                        "a {:?} row for {} state '{}'",
+                        row.value, meta.kind, meta.name
+                    ),
                 ));
             }
             let user_key_len = match row.value {
                 RowValue::MapEntry { user_key, .. } => user_key.len(),
                 _ => 0,
             };
-            self.check_key_size(keys::prefix_len(row.key.len(), row.namespace.len()) + user_key_len)?;
+            self.check_key_size(
+                keys::prefix_len(row.key.len(), row.namespace.len()) + user_key_len,
+            )?;
         }
         Ok(())
     }
@@ -674,12 +694,14 @@ impl LmdbBackend {
             inner.key_buf.clear();
             keys::push_prefix(&mut inner.key_buf, key_group, row.key, row.namespace);
             match row.value {
-                RowValue::Value(v) => inner
-                    .overlay
-                    .set(row.state, &inner.key_buf, Pending::Put(v.to_vec())),
-                RowValue::List(list) if list.is_empty() => {
-                    inner.overlay.set(row.state, &inner.key_buf, Pending::Delete)
+                RowValue::Value(v) => {
+                    inner
+                        .overlay
+                        .set(row.state, &inner.key_buf, Pending::Put(v.to_vec()))
                 }
+                RowValue::List([]) => inner
+                    .overlay
+                    .set(row.state, &inner.key_buf, Pending::Delete),
                 RowValue::List(list) => {
                     inner
                         .overlay
@@ -769,12 +791,7 @@ impl KeyedStateBackend for LmdbBackend {
         inner.maybe_flush(&self.config, &self.active_readers)
     }
 
-    fn list_get(
-        &self,
-        state: StateId,
-        key: &KeyContext,
-        namespace: &[u8],
-    ) -> Result<Vec<Vec<u8>>> {
+    fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         match self.read_key(state, key, namespace, None, StorageLayout::List, "list_get")? {
             Some(bytes) => list_encoding::decode(&bytes),
             None => Ok(Vec::new()),
@@ -891,10 +908,16 @@ impl KeyedStateBackend for LmdbBackend {
         namespace: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        self.scan_map(state, key, namespace, "map_entries", &mut |user_key, value| {
-            out.push((user_key.to_vec(), value.to_vec()));
-            ControlFlow::Continue(())
-        })?;
+        self.scan_map(
+            state,
+            key,
+            namespace,
+            "map_entries",
+            &mut |user_key, value| {
+                out.push((user_key.to_vec(), value.to_vec()));
+                ControlFlow::Continue(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -960,7 +983,7 @@ impl LmdbBackend {
         key: &KeyContext,
         namespace: &[u8],
         operation: &'static str,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+        visit: &mut EntryVisitor<'_>,
     ) -> Result<()> {
         self.check_owned(key.key_group())?;
         let mut guard = self.inner.lock();

@@ -55,7 +55,9 @@ impl Default for LmdbConfig {
 
 /// Rounds `size` up to a whole number of [`MAP_SIZE_UNIT`]s (at least one).
 pub(crate) fn round_map_size(size: usize) -> usize {
-    size.max(1).div_ceil(MAP_SIZE_UNIT).saturating_mul(MAP_SIZE_UNIT)
+    size.max(1)
+        .div_ceil(MAP_SIZE_UNIT)
+        .saturating_mul(MAP_SIZE_UNIT)
 }
 
 impl LmdbConfig {

@@ -160,11 +160,20 @@ mod tests {
         assert_eq!(decoded.key, b"user-1");
         assert_eq!(decoded.namespace, b"ns");
         assert_eq!(decoded.user_key, b"uk");
-        assert_eq!(&entry[..decoded.prefix_len], value_key(&key, b"ns").as_slice());
+        assert_eq!(
+            &entry[..decoded.prefix_len],
+            value_key(&key, b"ns").as_slice()
+        );
 
         // ("ab", "c") and ("a", "bc") concatenate alike but their prefixes differ.
-        let a = value_key(&KeyContext::with_key_group(b"ab".to_vec(), key.key_group()), b"c");
-        let b = value_key(&KeyContext::with_key_group(b"a".to_vec(), key.key_group()), b"bc");
+        let a = value_key(
+            &KeyContext::with_key_group(b"ab".to_vec(), key.key_group()),
+            b"c",
+        );
+        let b = value_key(
+            &KeyContext::with_key_group(b"a".to_vec(), key.key_group()),
+            b"bc",
+        );
         assert!(!a.starts_with(&b) && !b.starts_with(&a));
         // A namespace that extends another is not under the other's prefix.
         let n1 = value_key(&key, b"n");

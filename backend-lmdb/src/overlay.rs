@@ -22,6 +22,9 @@ pub(crate) type Db = Database<'static, Bytes, Bytes>;
 /// headers), so that a buffer of many tiny entries also flushes in time.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Visits one stored entry (LMDB key, value); may stop the walk.
+pub(crate) type StoredVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
+
 /// A buffered write to one LMDB key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Pending {
@@ -92,7 +95,10 @@ impl Overlay {
 
     /// Every state's buffered writes, by state index.
     pub(crate) fn states(&self) -> impl Iterator<Item = (usize, &BTreeMap<Vec<u8>, Pending>)> {
-        self.states.iter().enumerate().filter(|(_, m)| !m.is_empty())
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_empty())
     }
 
     pub(crate) fn get(&self, state: StateId, key: &[u8]) -> Option<&Pending> {
@@ -194,15 +200,17 @@ pub(crate) fn scan_merged(
     overlay: Option<&BTreeMap<Vec<u8>, Pending>>,
     prefix: &[u8],
     max_key_size: usize,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    visit: &mut StoredVisitor<'_>,
 ) -> Result<()> {
-    let mut stored = if prefix.len() > max_key_size {
+    let heed_err = |e| LmdbError::heed("iterating keys", e);
+    type Stored<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+    let mut stored: Option<Stored<'_>> = if prefix.is_empty() {
+        // LMDB cannot position a cursor on an empty key: walk the whole database.
+        Some(Box::new(db.iter(txn).map_err(heed_err)?))
+    } else if prefix.len() > max_key_size {
         None
     } else {
-        Some(
-            db.prefix_iter(txn, prefix)
-                .map_err(|e| LmdbError::heed("iterating keys", e))?,
-        )
+        Some(Box::new(db.prefix_iter(txn, prefix).map_err(heed_err)?))
     };
     let mut next_stored = || next_entry(&mut stored);
     let mut pending = overlay

@@ -9,8 +9,8 @@ use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::StorageLayout;
 use flowstate_api::{
     CheckpointId, CheckpointStorage, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView,
-    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind,
-    SnapshotRequest, StateBackend, StateId, StateMetadata, StateRow,
+    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
+    StateId, StateMetadata, StateRow,
 };
 use heed::{Env, RoTxn, WithoutTls};
 use parking_lot::Mutex;
@@ -86,10 +86,17 @@ impl LmdbSnapshotView {
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
         let buffered = self.frozen.as_ref().and_then(|o| o.state(state));
-        scan_merged(txn, db.db, buffered, prefix, self.max_key_size, &mut |k, v| {
-            visit(row(state, db.layout, k, v)?)?;
-            Ok(ControlFlow::Continue(()))
-        })
+        scan_merged(
+            txn,
+            db.db,
+            buffered,
+            prefix,
+            self.max_key_size,
+            &mut |k, v| {
+                visit(row(state, db.layout, k, v)?)?;
+                Ok(ControlFlow::Continue(()))
+            },
+        )
     }
 }
 
@@ -243,8 +250,7 @@ impl StateBackend for LmdbBackend {
         if request.kind == SnapshotKind::Full || !inner.changes.enabled() {
             let view = self.capture(&mut inner, Capture::Full)?;
             drop(inner);
-            let path =
-                CheckpointStorage::exclusive_path(id, &format!("{owner}-keyed-lmdb.fsnap"));
+            let path = CheckpointStorage::exclusive_path(id, &format!("{owner}-keyed-lmdb.fsnap"));
             return Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)));
         }
         // Planned under the mutex that completion also takes, so the plan's base and the

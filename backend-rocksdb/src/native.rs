@@ -27,21 +27,28 @@ pub const NATIVE_METADATA_VERSION: u32 = 1;
 ///
 /// Only the files of the last *completed* checkpoint qualify (an aborted or pending
 /// checkpoint's files may be deleted by the coordinator at any time).
+/// An uploaded SST with the checksum restore verifies it against.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct UploadedFile {
+    pub(crate) file: FileRef,
+    pub(crate) crc32c: u32,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct CheckpointTracker {
     /// Local SST name -> uploaded file, for the last completed checkpoint.
-    confirmed: Arc<HashMap<String, FileRef>>,
+    confirmed: Arc<HashMap<String, UploadedFile>>,
     confirmed_id: Option<CheckpointId>,
     /// SSTs referenced by checkpoints whose upload finished but which are not confirmed yet.
-    pending: BTreeMap<CheckpointId, HashMap<String, FileRef>>,
+    pending: BTreeMap<CheckpointId, HashMap<String, UploadedFile>>,
 }
 
 impl CheckpointTracker {
-    pub(crate) fn base(&self) -> Arc<HashMap<String, FileRef>> {
+    pub(crate) fn base(&self) -> Arc<HashMap<String, UploadedFile>> {
         self.confirmed.clone()
     }
 
-    fn record(&mut self, id: CheckpointId, files: HashMap<String, FileRef>) {
+    fn record(&mut self, id: CheckpointId, files: HashMap<String, UploadedFile>) {
         self.pending.insert(id, files);
     }
 
@@ -61,7 +68,7 @@ impl CheckpointTracker {
     }
 
     /// After a restore: the restored checkpoint (completed) is the base of the next one.
-    pub(crate) fn seed(&mut self, files: HashMap<String, FileRef>) {
+    pub(crate) fn seed(&mut self, files: HashMap<String, UploadedFile>) {
         self.confirmed = Arc::new(files);
     }
 }
@@ -86,6 +93,8 @@ pub(crate) struct NativeMetadata {
     pub(crate) instance: String,
     pub(crate) states: Vec<StoredState>,
     pub(crate) sst_files: Vec<SstInfo>,
+    /// CRC-32C of every file of the handle, by local name: restore verifies each download.
+    pub(crate) checksums: BTreeMap<String, u32>,
 }
 
 impl NativeMetadata {
@@ -127,7 +136,7 @@ pub(crate) struct NativeSnapshotJob {
     max: MaxParallelism,
     range: KeyGroupRange,
     states: Vec<StoredState>,
-    base: Arc<HashMap<String, FileRef>>,
+    base: Arc<HashMap<String, UploadedFile>>,
     tracker: Arc<Mutex<CheckpointTracker>>,
     options: Options,
 }
@@ -145,11 +154,13 @@ impl NativeSnapshotJob {
             request.checkpoint_id.get(),
             uuid::Uuid::new_v4().simple()
         ));
-        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&open.db)
-            .map_err(engine("preparing a RocksDB checkpoint"))?;
-        checkpoint
-            .create_checkpoint(&dir)
-            .map_err(engine("creating a RocksDB checkpoint"))?;
+        {
+            let checkpoint = rocksdb::checkpoint::Checkpoint::new(&open.db)
+                .map_err(engine("preparing a RocksDB checkpoint"))?;
+            checkpoint
+                .create_checkpoint(&dir)
+                .map_err(engine("creating a RocksDB checkpoint"))?;
+        }
         let dir = LocalCheckpointDir(dir);
         Ok(Self {
             _db: open,
@@ -203,19 +214,21 @@ impl NativeSnapshotJob {
 
     async fn upload(self, storage: CheckpointStorage) -> Result<KeyedStateHandle> {
         let id = self.request.checkpoint_id;
-        let mut infos = self.sst_infos()?;
+        // List before opening the checkpoint read-only: opening adds an info LOG file.
         let mut entries: Vec<_> = std::fs::read_dir(&self.dir.0)
             .map_err(|e| Error::io(format!("listing {}", self.dir.0.display()), e))?
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io(format!("listing {}", self.dir.0.display()), e))?;
         entries.sort_by_key(|e| e.file_name());
+        let mut infos = self.sst_infos()?;
         let mut files = Vec::with_capacity(entries.len());
         let mut ssts = HashMap::new();
         let mut sst_files = Vec::new();
+        let mut checksums = BTreeMap::new();
         for entry in entries {
             let local_name = entry.file_name().to_string_lossy().into_owned();
-            let file = if local_name.ends_with(".sst") {
-                let file = match self.base.get(&local_name) {
+            let uploaded = if local_name.ends_with(".sst") {
+                let uploaded = match self.base.get(&local_name) {
                     Some(reused) => reused.clone(),
                     None => {
                         let path = CheckpointStorage::shared_path(&format!(
@@ -223,14 +236,16 @@ impl NativeSnapshotJob {
                             self.instance_id
                         ));
                         let bytes = read_local(&entry.path())?;
-                        storage.put(&path, bytes, true).await?
+                        let crc32c = crc32c::crc32c(&bytes);
+                        let file = storage.put(&path, bytes, true).await?;
+                        UploadedFile { file, crc32c }
                     }
                 };
-                ssts.insert(local_name.clone(), file.clone());
+                ssts.insert(local_name.clone(), uploaded.clone());
                 if let Some(info) = infos.remove(&local_name) {
                     sst_files.push(info);
                 }
-                file
+                uploaded
             } else {
                 let path = CheckpointStorage::exclusive_path(
                     id,
@@ -240,15 +255,22 @@ impl NativeSnapshotJob {
                     ),
                 );
                 let bytes = read_local(&entry.path())?;
-                storage.put(&path, bytes, false).await?
+                let crc32c = crc32c::crc32c(&bytes);
+                let file = storage.put(&path, bytes, false).await?;
+                UploadedFile { file, crc32c }
             };
-            files.push(NativeFile { local_name, file });
+            checksums.insert(local_name.clone(), uploaded.crc32c);
+            files.push(NativeFile {
+                local_name,
+                file: uploaded.file,
+            });
         }
         let metadata = NativeMetadata {
             format_version: NATIVE_METADATA_VERSION,
             instance: self.instance_id.clone(),
             states: self.states.clone(),
             sst_files,
+            checksums,
         };
         let metadata = serde_json::to_value(&metadata).map_err(|e| RocksDbError::Metadata {
             detail: e.to_string(),
@@ -369,7 +391,12 @@ fn native_parts(
 }
 
 /// Downloads a native handle's files into `dir` under their local names.
-async fn download(storage: &CheckpointStorage, files: &[NativeFile], dir: &Path) -> Result<()> {
+async fn download(
+    storage: &CheckpointStorage,
+    files: &[NativeFile],
+    checksums: &BTreeMap<String, u32>,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for f in files {
         let name = &f.local_name;
@@ -391,6 +418,17 @@ async fn download(storage: &CheckpointStorage, files: &[NativeFile], dir: &Path)
                 format!("{} bytes where the handle records {}", bytes.len(), f.file.size),
             ));
         }
+        let expected = *checksums.get(name).ok_or_else(|| RocksDbError::Metadata {
+            detail: format!("no checksum recorded for file '{name}'"),
+        })?;
+        let actual = crc32c::crc32c(&bytes);
+        if actual != expected {
+            return Err(Error::ChecksumMismatch {
+                what: f.file.path.clone(),
+                expected,
+                actual,
+            });
+        }
         let target = dir.join(name);
         std::fs::write(&target, &bytes)
             .map_err(|e| Error::io(format!("writing {}", target.display()), e))?;
@@ -407,7 +445,7 @@ async fn restore_base(
 ) -> Result<RocksDbBackend> {
     let (old_range, files, meta) = native_parts(handle)?;
     let dir = factory.new_instance_dir()?;
-    download(storage, files, &OpenDb::db_path(dir.path())).await?;
+    download(storage, files, &meta.checksums, &OpenDb::db_path(dir.path())).await?;
     let backend = RocksDbBackend::open(factory.resources().clone(), dir, max, range, &meta.states)?;
     if !range.contains_range(&old_range) {
         backend.clip_to_range()?;
@@ -416,7 +454,16 @@ async fn restore_base(
     let reusable = files
         .iter()
         .filter(|f| f.file.shared && f.local_name.ends_with(".sst"))
-        .map(|f| (f.local_name.clone(), f.file.clone()))
+        .filter_map(|f| {
+            let crc32c = *meta.checksums.get(&f.local_name)?;
+            Some((
+                f.local_name.clone(),
+                UploadedFile {
+                    file: f.file.clone(),
+                    crc32c,
+                },
+            ))
+        })
         .collect();
     backend.checkpoints.lock().seed(reusable);
     Ok(backend)
@@ -439,7 +486,7 @@ async fn copy_from_handle(
         .tempdir_in(backend.instance_dir())
         .map_err(|e| Error::io("creating a restore directory", e))?;
     let old_dir = scratch.path().join("db");
-    download(storage, files, &old_dir).await?;
+    download(storage, files, &meta.checksums, &old_dir).await?;
     let options = backend.resources.db_options();
     let cfs = DBWithThreadMode::<SingleThreaded>::list_cf(&options, &old_dir)
         .map_err(engine("listing column families of a restored checkpoint"))?;
@@ -466,9 +513,8 @@ async fn copy_from_handle(
         let mut it = old.raw_iterator_cf_opt(cf, ro);
         it.seek(&lower);
         let sst = scratch.path().join(format!("ingest-{i}.sst"));
-        let writer = rocksdb::SstFileWriter::create(&options);
+        let mut writer = rocksdb::SstFileWriter::create(&options);
         let mut opened = false;
-        let mut writer = writer;
         while let Some((k, v)) = it.item() {
             if !opened {
                 writer

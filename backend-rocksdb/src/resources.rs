@@ -113,6 +113,17 @@ impl RocksDbResources {
     /// Creates a block cache and a write-buffer manager charged to it.
     pub fn new(config: RocksDbConfig) -> Result<Self> {
         config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    /// The process-wide resources with the default configuration, created on first use.
+    pub fn shared() -> Arc<RocksDbResources> {
+        SHARED
+            .get_or_init(|| Arc::new(Self::build(RocksDbConfig::default())))
+            .clone()
+    }
+
+    fn build(config: RocksDbConfig) -> Self {
         let cache = Cache::new_lru_cache(config.memory_bytes);
         let write_buffer_bytes = (config.memory_bytes as f64 * config.write_buffer_ratio) as usize;
         // Charging memtables to the cache keeps one limit for both; no stall: a full budget
@@ -122,34 +133,11 @@ impl RocksDbResources {
             false,
             cache.clone(),
         );
-        Ok(Self {
+        Self {
             config,
             cache,
             write_buffer_manager,
-        })
-    }
-
-    /// The process-wide resources with the default configuration, created on first use.
-    pub fn shared() -> Arc<RocksDbResources> {
-        SHARED
-            .get_or_init(|| {
-                // The default configuration always validates.
-                let config = RocksDbConfig::default();
-                let write_buffer_bytes =
-                    (config.memory_bytes as f64 * config.write_buffer_ratio) as usize;
-                let cache = Cache::new_lru_cache(config.memory_bytes);
-                let write_buffer_manager = WriteBufferManager::new_write_buffer_manager_with_cache(
-                    write_buffer_bytes,
-                    false,
-                    cache.clone(),
-                );
-                Arc::new(Self {
-                    config,
-                    cache,
-                    write_buffer_manager,
-                })
-            })
-            .clone()
+        }
     }
 
     pub fn config(&self) -> &RocksDbConfig {

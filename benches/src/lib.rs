@@ -1,1 +1,55 @@
+//! # flowstate-benches
+//!
+//! Workloads that measure flowstate's backends against the raw engines they are built on, and
+//! against each other. The criterion benches (`cargo bench -p flowstate-benches`) and the
+//! `ratios` binary (`cargo run --release -p flowstate-benches --bin ratios`) share them:
+//!
+//! | bench | what |
+//! |---|---|
+//! | `heap` | heap backend vs a raw `DashMap`: value get / update / add-new-key |
+//! | `rocksdb` | RocksDB backend vs raw `rocksdb`: the same, plus rescale restores 1→2 and 2→1 from native checkpoints vs a naive scan-and-filter restore |
+//! | `lmdb` | LMDB backend vs raw `heed`: value get / update / add-new-key |
+//! | `compare` | the three backends side by side: value get / update / insert, list append, map get / put |
+//!
+//! Fairness rules every comparison follows:
+//! - **Same bytes.** Keys are `u64`s encoded by `SerdeCodec<u64>`; the raw baselines store
+//!   under the exact key bytes the backend stores (the serialized key for the heap backend,
+//!   `flowstate_rocksdb::value_key` and `flowstate_lmdb::keys::value_key` for the others) and
+//!   the same value bytes, and encode/decode values as the typed layer does.
+//! - **Same precomputation.** An engine computes a record's `KeyContext` once per record; the
+//!   workload computes them up front, and the baselines likewise their storage keys.
+//! - **Same engine settings.** Raw RocksDB uses the backend's exported options
+//!   (`RocksDbResources::db_options`, `write_options`, `read_options`); raw heed uses
+//!   `LmdbConfig::env_open_options` and commits after as many puts as the backend's write
+//!   buffer holds; the raw `DashMap` uses the backend's hasher (foldhash).
+//! - **Same access order.** Reads and updates walk the preloaded keys in one scattered order
+//!   ([`value::KeyWalk`]); add-new-key inserts never-written keys and removes them again
+//!   untimed, so every measured insert creates a key.
+//!
+//! Sizes: 500,000 preloaded keys and 1,000,000 rescale keys under `cargo bench`, small sizes
+//! when criterion runs the benches once as tests (`cargo test --benches`); the environment
+//! variables in [`settings`] override both.
+//!
+//! ```
+//! use flowstate_benches::heap_backend::{self, RawDashMap};
+//! use flowstate_benches::value::{time_gets, ValueStore, Workload};
+//!
+//! let workload = Workload::new(1_000, 100)?;
+//! let mut ours = heap_backend::flowstate(workload.clone())?;
+//! let mut raw = RawDashMap::preload(&workload)?;
+//! let ours_time = time_gets(&mut ours, &mut workload.walk(), 10_000)?;
+//! let raw_time = time_gets(&mut raw, &mut workload.walk(), 10_000)?;
+//! println!("{}: {ours_time:?}, {}: {raw_time:?}", ours.name(), raw.name());
+//! # Ok::<(), flowstate_benches::BenchError>(())
+//! ```
 
+pub mod compare;
+pub mod error;
+pub mod heap_backend;
+pub mod lmdb_backend;
+pub mod rescale;
+pub mod rocksdb_backend;
+pub mod settings;
+pub mod value;
+
+pub use error::{BenchError, Result};

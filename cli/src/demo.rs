@@ -196,17 +196,22 @@ impl Job {
         }
         let parallelism = Parallelism::new(subtasks.len() as u32)?;
         let manifest = CheckpointManifest::new(id, self.max, parallelism, handles);
-        let before: u64 = self.lifecycle.registry().files.values().map(|f| f.size).sum();
+        let known: std::collections::BTreeSet<String> =
+            self.lifecycle.registry().files.keys().cloned().collect();
         self.lifecycle.complete(manifest.clone()).await?;
         for s in subtasks {
             s.backend.notify_checkpoint_complete(id)?;
         }
-        let total: u64 = manifest.files().iter().map(|f| f.size).sum();
-        let shared_now: u64 = self.lifecycle.registry().files.values().map(|f| f.size).sum();
+        let files = manifest.files();
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let uploaded: u64 = files
+            .iter()
+            .filter(|f| !f.shared || !known.contains(&f.path))
+            .map(|f| f.size)
+            .sum();
         println!(
-            "  checkpoint {id}: {} subtasks, {total} bytes referenced, {} new shared bytes, retained {:?}",
+            "  checkpoint {id}: {} subtasks, {total} bytes referenced, {uploaded} bytes uploaded, retained {:?}",
             subtasks.len(),
-            shared_now.saturating_sub(before),
             self.lifecycle.completed()
         );
         Ok(manifest)

@@ -156,12 +156,12 @@ impl Op {
             },
             1 => match roll {
                 0..=49 => Action::ListAdd(rng.next_u64() as u32),
-                50..=69 => Action::ListAddAll(
-                    (0..rng.below(5)).map(|_| rng.next_u64() as u32).collect(),
-                ),
-                70..=84 => Action::ListUpdate(
-                    (0..rng.below(4)).map(|_| rng.next_u64() as u32).collect(),
-                ),
+                50..=69 => {
+                    Action::ListAddAll((0..rng.below(5)).map(|_| rng.next_u64() as u32).collect())
+                }
+                70..=84 => {
+                    Action::ListUpdate((0..rng.below(4)).map(|_| rng.next_u64() as u32).collect())
+                }
                 85..=92 => Action::ListClear,
                 _ => Action::ListMerge(sources(rng)),
             },
@@ -318,7 +318,11 @@ impl Model {
     }
 }
 
-fn keys_with<T>(map: &BTreeMap<(u64, Ns), T>, ns: Ns, owned: &impl Fn(u64) -> bool) -> BTreeSet<u64> {
+fn keys_with<T>(
+    map: &BTreeMap<(u64, Ns), T>,
+    ns: Ns,
+    owned: &impl Fn(u64) -> bool,
+) -> BTreeSet<u64> {
     map.keys()
         .filter(|(k, n)| *n == ns && owned(*k))
         .map(|(k, _)| *k)
@@ -338,7 +342,8 @@ pub fn assert_states_match(
 ) {
     let owned = |k: u64| range.contains(key_at(k, max).key_group());
     for ns in NAMESPACES {
-        let at = |kind: &str| format!("{what}: {kind} state, namespace {ns}, subtask owning {range}");
+        let at =
+            |kind: &str| format!("{what}: {kind} state, namespace {ns}, subtask owning {range}");
         let enumerated = |keys: Result<Vec<KeyContext>>, kind: &str| {
             let keys = keys.unwrap_or_else(|e| panic!("{}: keys_in failed: {e}", at(kind)));
             enumerated_ids(keys, max, range, &at(kind))
@@ -487,7 +492,11 @@ impl<B: StateBackend + 'static> Job<B> {
                 self.max,
                 subtask.backend.key_group_range(),
                 model,
-                &format!("{what} (subtask {} of {})", subtask.index, self.subtasks.len()),
+                &format!(
+                    "{what} (subtask {} of {})",
+                    subtask.index,
+                    self.subtasks.len()
+                ),
             );
         }
     }

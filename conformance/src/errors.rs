@@ -22,12 +22,16 @@ use crate::fixtures::{full_backend, key, max_parallelism, parallelism, shared, R
 use crate::harness::{block_on, checkpoint, create_operator, restore_operator};
 
 /// A parallelism-1 job with the dataset, checkpointed (full) once.
-fn stored_checkpoint<F: StateBackendFactory>(factory: &F) -> (CheckpointStorage, CheckpointManifest) {
+fn stored_checkpoint<F: StateBackendFactory>(
+    factory: &F,
+) -> (CheckpointStorage, CheckpointManifest) {
     let storage = CheckpointStorage::in_memory();
-    let job = Job::new(create_operator(factory, max_parallelism(), parallelism(1)).unwrap()).unwrap();
+    let job =
+        Job::new(create_operator(factory, max_parallelism(), parallelism(1)).unwrap()).unwrap();
     let mut model = Model::default();
     job.run_random(&mut model, &mut Rng::new(71), 2000, 600);
-    let manifest = checkpoint(&job.subtasks, &storage, CheckpointId(1), SnapshotKind::Full).unwrap();
+    let manifest =
+        checkpoint(&job.subtasks, &storage, CheckpointId(1), SnapshotKind::Full).unwrap();
     (storage, manifest)
 }
 
@@ -47,7 +51,11 @@ fn try_restore<F: StateBackendFactory>(
     .unwrap_or_else(|_| panic!("{what}: restore panicked instead of returning an error"))
 }
 
-fn expect_error<T>(result: flowstate_api::Result<T>, accept: impl Fn(&Error) -> bool, what: &str) -> Error {
+fn expect_error<T>(
+    result: flowstate_api::Result<T>,
+    accept: impl Fn(&Error) -> bool,
+    what: &str,
+) -> Error {
     match result {
         Ok(_) => panic!("{what}: restore succeeded on damaged input"),
         Err(e) if accept(&e) => e,
@@ -69,9 +77,16 @@ pub fn max_parallelism_mismatch<F: StateBackendFactory>(factory: &F) {
         let max = MaxParallelism::new(configured).unwrap();
         let what = format!("restore at max parallelism {configured}, range {range}");
         let result = try_restore(factory, max, range, &storage, &handles, &what);
-        let err = expect_error(result, |e| matches!(e, Error::MaxParallelismMismatch { .. }), &what);
+        let err = expect_error(
+            result,
+            |e| matches!(e, Error::MaxParallelismMismatch { .. }),
+            &what,
+        );
         match &err {
-            Error::MaxParallelismMismatch { snapshot, configured: c } => {
+            Error::MaxParallelismMismatch {
+                snapshot,
+                configured: c,
+            } => {
                 assert_eq!((*snapshot, *c), (128, configured), "{what}: {err}")
             }
             _ => unreachable!(),
@@ -104,7 +119,9 @@ fn assert_kind_mismatch<T: std::fmt::Debug>(
 /// (where the snapshot's metadata is registered first); the failed attempt changes nothing.
 pub fn state_kind_mismatch<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let value = ValueStateDescriptor::<u64>::new("s").bind(shared(&backend)).unwrap();
+    let value = ValueStateDescriptor::<u64>::new("s")
+        .bind(shared(&backend))
+        .unwrap();
     value.update(&key(1), &5).unwrap();
     assert_kind_mismatch(
         ListStateDescriptor::<u64>::new("s").bind(shared(&backend)),
@@ -130,8 +147,16 @@ pub fn state_kind_mismatch<F: StateBackendFactory>(factory: &F) {
         StateKind::Value,
         StateKind::Aggregating,
     );
-    assert_eq!(backend.registered_states().len(), 1, "failed registrations register nothing");
-    assert_eq!(value.get(&key(1)).unwrap(), Some(5), "failed registrations change nothing");
+    assert_eq!(
+        backend.registered_states().len(),
+        1,
+        "failed registrations register nothing"
+    );
+    assert_eq!(
+        value.get(&key(1)).unwrap(),
+        Some(5),
+        "failed registrations change nothing"
+    );
 
     let (storage, manifest) = stored_checkpoint(factory);
     let restored = restore_operator(factory, &storage, &manifest, parallelism(2)).unwrap();
@@ -145,7 +170,10 @@ pub fn state_kind_mismatch<F: StateBackendFactory>(factory: &F) {
             StateKind::Map,
             StateKind::Value,
         );
-        assert!(map_descriptor().bind(s.shared()).is_ok(), "the right kind still binds");
+        assert!(
+            map_descriptor().bind(s.shared()).is_ok(),
+            "the right kind still binds"
+        );
     }
 }
 
@@ -170,9 +198,11 @@ fn assert_codec_mismatch<T: std::fmt::Debug>(
 /// registered with another, live or after a restore (the restored metadata comes first).
 pub fn state_codec_mismatch<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let v1 = ValueStateDescriptor::<u64>::new("c").with_value_codec(SerdeCodec::<u64>::with_id("count/v1"));
+    let v1 = ValueStateDescriptor::<u64>::new("c")
+        .with_value_codec(SerdeCodec::<u64>::with_id("count/v1"));
     v1.bind(shared(&backend)).unwrap();
-    let v2 = ValueStateDescriptor::<u64>::new("c").with_value_codec(SerdeCodec::<u64>::with_id("count/v2"));
+    let v2 = ValueStateDescriptor::<u64>::new("c")
+        .with_value_codec(SerdeCodec::<u64>::with_id("count/v2"));
     assert_codec_mismatch(v2.bind(shared(&backend)), "value", "count/v1", "count/v2");
     let ns = ValueStateDescriptor::<u64>::new("c")
         .with_value_codec(SerdeCodec::<u64>::with_id("count/v1"))
@@ -220,7 +250,9 @@ fn split_files(handle: &KeyedStateHandle) -> (Vec<FileRef>, Vec<FileRef>) {
     match handle {
         KeyedStateHandle::Canonical { file, .. } => (vec![file.clone()], Vec::new()),
         KeyedStateHandle::Changelog { base, deltas, .. } => (
-            std::iter::once(base.clone()).chain(deltas.iter().cloned()).collect(),
+            std::iter::once(base.clone())
+                .chain(deltas.iter().cloned())
+                .collect(),
             Vec::new(),
         ),
         KeyedStateHandle::Native { files, .. } => {
@@ -252,7 +284,11 @@ fn with_size(handle: &KeyedStateHandle, path: &str, size: u64) -> KeyedStateHand
 /// or its largest native file.
 fn target_file(manifest: &CheckpointManifest) -> (KeyedStateHandle, FileRef, bool) {
     let handles = manifest.keyed_handles();
-    assert_eq!(handles.len(), 1, "a parallelism-1 checkpoint has one keyed handle");
+    assert_eq!(
+        handles.len(),
+        1,
+        "a parallelism-1 checkpoint has one keyed handle"
+    );
     let handle = handles[0].clone();
     let (canonical, native) = split_files(&handle);
     match canonical.first() {
@@ -294,10 +330,17 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
         let len = original.len();
         let trailer = len - TRAILER_LEN as usize;
         let (meta_offset, meta_len) = (u64_at(&original, trailer), u64_at(&original, trailer + 8));
-        let (index_offset, index_len) = (u64_at(&original, trailer + 20), u64_at(&original, trailer + 28));
-        for entry in [info.index.first(), info.index.get(info.index.len() / 2), info.index.last()]
-            .into_iter()
-            .flatten()
+        let (index_offset, index_len) = (
+            u64_at(&original, trailer + 20),
+            u64_at(&original, trailer + 28),
+        );
+        for entry in [
+            info.index.first(),
+            info.index.get(info.index.len() / 2),
+            info.index.last(),
+        ]
+        .into_iter()
+        .flatten()
         {
             positions.push((
                 format!("block of key group {}", entry.key_group),
@@ -316,8 +359,18 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
         let mut damaged = original.to_vec();
         damaged[at] ^= 0x5a;
         block_on(storage.put(&file.path, Bytes::from(damaged), file.shared)).unwrap();
-        let what = format!("{} with a flipped byte in the {region} (offset {at})", file.path);
-        let result = try_restore(factory, max, max.full_range(), &storage, std::slice::from_ref(&handle), &what);
+        let what = format!(
+            "{} with a flipped byte in the {region} (offset {at})",
+            file.path
+        );
+        let result = try_restore(
+            factory,
+            max,
+            max.full_range(),
+            &storage,
+            std::slice::from_ref(&handle),
+            &what,
+        );
         if canonical {
             expect_error(result, is_damage_error, &what);
         } else {
@@ -326,7 +379,15 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
     }
     block_on(storage.put(&file.path, original, file.shared)).unwrap();
     assert!(
-        try_restore(factory, max, max.full_range(), &storage, &[handle], "the repaired file").is_ok(),
+        try_restore(
+            factory,
+            max,
+            max.full_range(),
+            &storage,
+            &[handle],
+            "the repaired file"
+        )
+        .is_ok(),
         "the undamaged file restores"
     );
 }
@@ -352,7 +413,14 @@ pub fn truncated_file_is_corrupt<F: StateBackendFactory>(factory: &F) {
         }
         // The handle still records the full length: the object store cannot serve it.
         let what = format!("{what} (handle records {len})");
-        let result = try_restore(factory, max, max.full_range(), &storage, std::slice::from_ref(&handle), &what);
+        let result = try_restore(
+            factory,
+            max,
+            max.full_range(),
+            &storage,
+            std::slice::from_ref(&handle),
+            &what,
+        );
         expect_error(
             result,
             |e| is_native_damage_error(e) || matches!(e, Error::Storage { .. }),
@@ -367,7 +435,10 @@ pub fn unknown_format_version<F: StateBackendFactory>(factory: &F) {
     let (storage, manifest) = stored_checkpoint(factory);
     let (handle, file, canonical) = target_file(&manifest);
     if !canonical {
-        eprintln!("{}: native snapshot files only; format version of canonical files not checked", factory.name());
+        eprintln!(
+            "{}: native snapshot files only; format version of canonical files not checked",
+            factory.name()
+        );
         return;
     }
     let mut bytes = block_on(storage.get(&file.path)).unwrap().to_vec();
@@ -378,7 +449,11 @@ pub fn unknown_format_version<F: StateBackendFactory>(factory: &F) {
     let max = max_parallelism();
     let what = format!("{} patched to format version 99", file.path);
     let result = try_restore(factory, max, max.full_range(), &storage, &[handle], &what);
-    match expect_error(result, |e| matches!(e, Error::UnsupportedFormatVersion { .. }), &what) {
+    match expect_error(
+        result,
+        |e| matches!(e, Error::UnsupportedFormatVersion { .. }),
+        &what,
+    ) {
         Error::UnsupportedFormatVersion { found, .. } => assert_eq!(found, 99, "{what}"),
         _ => unreachable!(),
     }
@@ -392,5 +467,8 @@ pub fn missing_file_is_an_error<F: StateBackendFactory>(factory: &F) {
     let max = max_parallelism();
     let what = format!("{} deleted", file.path);
     let result = try_restore(factory, max, max.full_range(), &storage, &[handle], &what);
-    assert!(result.is_err(), "{what}: restore succeeded without its file");
+    assert!(
+        result.is_err(),
+        "{what}: restore succeeded without its file"
+    );
 }

@@ -82,7 +82,12 @@ pub fn enumerated_ids(
 }
 
 /// The first `count` keys (ascending from `from`) whose key group lies in `range`.
-pub fn keys_in_range(range: KeyGroupRange, max: MaxParallelism, from: u64, count: usize) -> Vec<u64> {
+pub fn keys_in_range(
+    range: KeyGroupRange,
+    max: MaxParallelism,
+    from: u64,
+    count: usize,
+) -> Vec<u64> {
     (from..)
         .filter(|k| range.contains(key_at(*k, max).key_group()))
         .take(count)

@@ -50,6 +50,10 @@
 //! - [`operator`]: operator list state with even-split and union redistribution and broadcast
 //!   state, checkpointed beside keyed state and restored across rescales; one name in two
 //!   modes is `OperatorStateModeMismatch`.
+//! - [`model`]: a proptest model-based test: random sequences of writes of every kind in two
+//!   namespaces, full / incremental / aborted checkpoints and restores at another parallelism,
+//!   compared after every step with a `BTreeMap` model (shrunk to a minimal failing sequence;
+//!   `FLOWSTATE_PROPTEST_CASES` sets the number of cases, default 256).
 //!
 //! Data sizes are modest (a few thousand keys per case, 20 000 in the ranged-read cases) so
 //! the suite runs in debug builds of disk-based backends too.
@@ -67,6 +71,7 @@ pub mod dataset;
 pub mod errors;
 pub mod fixtures;
 pub mod harness;
+pub mod model;
 pub mod operator;
 pub mod rescale;
 pub mod semantics;
@@ -151,7 +156,9 @@ macro_rules! conformance_tests {
                 broadcast_state,
                 operator_state_mode_mismatch,
             }
-            // The model-based property test adds its group here: model { ... }
+            model {
+                random_operations_match_model,
+            }
         );
     };
     (@expand $factory:expr; $($module:ident { $($case:ident),* $(,)? })*) => {

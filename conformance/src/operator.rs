@@ -39,7 +39,11 @@ fn even_split_expected(
     out
 }
 
-fn list_contents<B>(subtasks: &[Subtask<B>], names: &[&str], mode: Redistribution) -> Vec<BTreeMap<String, Vec<u64>>> {
+fn list_contents<B>(
+    subtasks: &[Subtask<B>],
+    names: &[&str],
+    mode: Redistribution,
+) -> Vec<BTreeMap<String, Vec<u64>>> {
     subtasks
         .iter()
         .map(|s| {
@@ -69,7 +73,10 @@ pub fn even_split_list_state<F: StateBackendFactory>(factory: &F) {
                 continue;
             }
             for (j, name) in names.iter().enumerate() {
-                let state = s.operator.list_state::<u64>(name, Redistribution::EvenSplit).unwrap();
+                let state = s
+                    .operator
+                    .list_state::<u64>(name, Redistribution::EvenSplit)
+                    .unwrap();
                 for _ in 0..(i + 2 * j + 1) {
                     state.add(&next).unwrap();
                     next += 1;
@@ -85,11 +92,20 @@ pub fn even_split_list_state<F: StateBackendFactory>(factory: &F) {
     job.run_random(&mut model, &mut rng, 600, 400);
     let mut id = 1;
     for to in [5usize, 2, 1, 4] {
-        let manifest = checkpoint(&job.subtasks, &storage, CheckpointId(id), SnapshotKind::Full).unwrap();
+        let manifest = checkpoint(
+            &job.subtasks,
+            &storage,
+            CheckpointId(id),
+            SnapshotKind::Full,
+        )
+        .unwrap();
         id += 1;
         let files = manifest.operator_files();
         if id == 2 {
-            assert!(files[1].is_none(), "a subtask without operator state writes no operator file");
+            assert!(
+                files[1].is_none(),
+                "a subtask without operator state writes no operator file"
+            );
         }
         let before = list_contents(&job.subtasks, &names, Redistribution::EvenSplit);
         let mut old: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
@@ -98,7 +114,8 @@ pub fn even_split_list_state<F: StateBackendFactory>(factory: &F) {
                 old.entry(name.clone()).or_default().push(elements.clone());
             }
         }
-        let restored = restore_operator(factory, &storage, &manifest, parallelism(to as u32)).unwrap();
+        let restored =
+            restore_operator(factory, &storage, &manifest, parallelism(to as u32)).unwrap();
         let after = list_contents(&restored, &names, Redistribution::EvenSplit);
         assert_eq!(
             after,
@@ -107,12 +124,21 @@ pub fn even_split_list_state<F: StateBackendFactory>(factory: &F) {
             before.len()
         );
         let mut all_before: Vec<u64> = old.values().flatten().flatten().copied().collect();
-        let mut all_after: Vec<u64> = after.iter().flat_map(|m| m.values().flatten().copied()).collect();
+        let mut all_after: Vec<u64> = after
+            .iter()
+            .flat_map(|m| m.values().flatten().copied())
+            .collect();
         all_before.sort_unstable();
         all_after.sort_unstable();
         assert_eq!(all_before, all_after, "nothing lost, nothing duplicated");
         job = Job::new(restored).unwrap();
-        job.assert_matches(&model, &format!("keyed state beside operator state, {} -> {to}", before.len()));
+        job.assert_matches(
+            &model,
+            &format!(
+                "keyed state beside operator state, {} -> {to}",
+                before.len()
+            ),
+        );
         fill(&job.subtasks, None);
         job.run_random(&mut model, &mut rng, 200, 400);
     }
@@ -124,10 +150,12 @@ pub fn union_list_state<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
     let mut subtasks = create_operator(factory, max_parallelism(), parallelism(3)).unwrap();
     let mut next = 0u64;
-    let mut id = 1;
-    for to in [2u32, 5, 5] {
+    for (id, to) in (1u64..).zip([2u32, 5, 5]) {
         for s in &subtasks {
-            let state = s.operator.list_state::<u64>("union", Redistribution::Union).unwrap();
+            let state = s
+                .operator
+                .list_state::<u64>("union", Redistribution::Union)
+                .unwrap();
             for _ in 0..(s.index + 1) {
                 state.add(&next).unwrap();
                 next += 1;
@@ -143,12 +171,25 @@ pub fn union_list_state<F: StateBackendFactory>(factory: &F) {
                     .unwrap()
             })
             .collect();
-        let manifest = checkpoint(&subtasks, &storage, CheckpointId(id), SnapshotKind::Incremental).unwrap();
-        id += 1;
+        let manifest = checkpoint(
+            &subtasks,
+            &storage,
+            CheckpointId(id),
+            SnapshotKind::Incremental,
+        )
+        .unwrap();
         subtasks = restore_operator(factory, &storage, &manifest, parallelism(to)).unwrap();
         for s in &subtasks {
-            let state = s.operator.list_state::<u64>("union", Redistribution::Union).unwrap();
-            assert_eq!(state.get().unwrap(), expected, "union list of new subtask {} of {to}", s.index);
+            let state = s
+                .operator
+                .list_state::<u64>("union", Redistribution::Union)
+                .unwrap();
+            assert_eq!(
+                state.get().unwrap(),
+                expected,
+                "union list of new subtask {} of {to}",
+                s.index
+            );
         }
     }
 }
@@ -158,21 +199,31 @@ pub fn union_list_state<F: StateBackendFactory>(factory: &F) {
 pub fn broadcast_state<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
     let mut subtasks = create_operator(factory, max_parallelism(), parallelism(3)).unwrap();
-    let mut id = 1;
-    for to in [5u32, 2, 2] {
+    for (id, to) in (1u64..).zip([5u32, 2, 2]) {
         let old_n = subtasks.len() as u32;
         for s in &subtasks {
             let rules = s.operator.broadcast_state::<String, u64>("rules").unwrap();
             rules.put(&"shared".to_string(), &42).unwrap();
-            rules.put(&format!("written-by-{}-of-{old_n}", s.index), &(s.index as u64)).unwrap();
+            rules
+                .put(
+                    &format!("written-by-{}-of-{old_n}", s.index),
+                    &(s.index as u64),
+                )
+                .unwrap();
             rules.remove(&"removed".to_string()).unwrap();
         }
         let copies: Vec<Vec<(String, u64)>> = subtasks
             .iter()
-            .map(|s| s.operator.broadcast_state::<String, u64>("rules").unwrap().entries().unwrap())
+            .map(|s| {
+                s.operator
+                    .broadcast_state::<String, u64>("rules")
+                    .unwrap()
+                    .entries()
+                    .unwrap()
+            })
             .collect();
-        let manifest = checkpoint(&subtasks, &storage, CheckpointId(id), SnapshotKind::Full).unwrap();
-        id += 1;
+        let manifest =
+            checkpoint(&subtasks, &storage, CheckpointId(id), SnapshotKind::Full).unwrap();
         subtasks = restore_operator(factory, &storage, &manifest, parallelism(to)).unwrap();
         for s in &subtasks {
             let rules = s.operator.broadcast_state::<String, u64>("rules").unwrap();
@@ -204,17 +255,37 @@ fn assert_mode_mismatch<T: std::fmt::Debug>(result: flowstate_api::Result<T>, wh
 /// broadcast state is refused, live and after a restore.
 pub fn operator_state_mode_mismatch<F: StateBackendFactory>(factory: &F) {
     let store = Arc::new(OperatorStateStore::new());
-    let offsets = store.list_state::<u64>("offsets", Redistribution::EvenSplit).unwrap();
+    let offsets = store
+        .list_state::<u64>("offsets", Redistribution::EvenSplit)
+        .unwrap();
     offsets.add(&1).unwrap();
-    assert_mode_mismatch(store.list_state::<u64>("offsets", Redistribution::Union), "union over even-split");
-    assert_mode_mismatch(store.broadcast_state::<u64, u64>("offsets"), "broadcast over even-split");
+    assert_mode_mismatch(
+        store.list_state::<u64>("offsets", Redistribution::Union),
+        "union over even-split",
+    );
+    assert_mode_mismatch(
+        store.broadcast_state::<u64, u64>("offsets"),
+        "broadcast over even-split",
+    );
     let union = Arc::new(OperatorStateStore::new());
-    union.list_state::<u64>("offsets", Redistribution::Union).unwrap();
-    assert_mode_mismatch(union.list_state::<u64>("offsets", Redistribution::EvenSplit), "even-split over union");
+    union
+        .list_state::<u64>("offsets", Redistribution::Union)
+        .unwrap();
+    assert_mode_mismatch(
+        union.list_state::<u64>("offsets", Redistribution::EvenSplit),
+        "even-split over union",
+    );
     let broadcast = Arc::new(OperatorStateStore::new());
     broadcast.broadcast_state::<u64, u64>("offsets").unwrap();
-    assert_mode_mismatch(broadcast.list_state::<u64>("offsets", Redistribution::Union), "list over broadcast");
-    assert_eq!(offsets.get().unwrap(), vec![1], "failed registrations change nothing");
+    assert_mode_mismatch(
+        broadcast.list_state::<u64>("offsets", Redistribution::Union),
+        "list over broadcast",
+    );
+    assert_eq!(
+        offsets.get().unwrap(),
+        vec![1],
+        "failed registrations change nothing"
+    );
 
     let storage = CheckpointStorage::in_memory();
     let subtasks = create_operator(factory, max_parallelism(), parallelism(2)).unwrap();
@@ -229,7 +300,8 @@ pub fn operator_state_mode_mismatch<F: StateBackendFactory>(factory: &F) {
     let restored = restore_operator(factory, &storage, &manifest, parallelism(3)).unwrap();
     for s in &restored {
         assert_mode_mismatch(
-            s.operator.list_state::<u64>("offsets", Redistribution::Union),
+            s.operator
+                .list_state::<u64>("offsets", Redistribution::Union),
             "union over a restored even-split state",
         );
     }

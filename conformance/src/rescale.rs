@@ -3,7 +3,9 @@
 //! by exactly the subtask owning its key group (nothing lost, nothing duplicated), compared
 //! with a plain `BTreeMap` model; the rescaled job then writes on and checkpoints again.
 
-use flowstate_api::{CheckpointId, CheckpointStorage, MaxParallelism, SnapshotKind, StateBackendFactory};
+use flowstate_api::{
+    CheckpointId, CheckpointStorage, MaxParallelism, SnapshotKind, StateBackendFactory,
+};
 
 use crate::dataset::{Job, Model};
 use crate::fixtures::{parallelism, Rng};
@@ -16,10 +18,17 @@ const KEY_SPACE: u64 = 700;
 /// turn. Before each rescale it takes two checkpoints with writes between them (so an
 /// incremental restore reads a base and a delta); after it, it checks ownership against the
 /// model and writes on.
-pub fn rescale_chain<F: StateBackendFactory>(factory: &F, kind: SnapshotKind, max: u32, chain: &[u32]) {
+pub fn rescale_chain<F: StateBackendFactory>(
+    factory: &F,
+    kind: SnapshotKind,
+    max: u32,
+    chain: &[u32],
+) {
     let max = MaxParallelism::new(max).unwrap();
     let storage = CheckpointStorage::in_memory();
-    let seed = chain.iter().fold(max.get() as u64, |s, p| s * 131 + *p as u64);
+    let seed = chain
+        .iter()
+        .fold(max.get() as u64, |s, p| s * 131 + *p as u64);
     let mut rng = Rng::new(seed);
     let mut model = Model::default();
     let mut job = Job::new(create_operator(factory, max, parallelism(chain[0])).unwrap()).unwrap();
@@ -29,10 +38,12 @@ pub fn rescale_chain<F: StateBackendFactory>(factory: &F, kind: SnapshotKind, ma
         let (from, to) = (pair[0], pair[1]);
         checkpoint(&job.subtasks, &storage, CheckpointId(next_id), kind).unwrap();
         job.run_random(&mut model, &mut rng, 200, KEY_SPACE);
-        let manifest = checkpoint(&job.subtasks, &storage, CheckpointId(next_id + 1), kind).unwrap();
+        let manifest =
+            checkpoint(&job.subtasks, &storage, CheckpointId(next_id + 1), kind).unwrap();
         next_id += 2;
         job = restore_job(factory, &storage, &manifest, to);
-        let what = format!("{kind:?} rescale {from} -> {to} (max parallelism {max}, chain {chain:?})");
+        let what =
+            format!("{kind:?} rescale {from} -> {to} (max parallelism {max}, chain {chain:?})");
         job.assert_matches(&model, &what);
         job.run_random(&mut model, &mut rng, 300, KEY_SPACE);
         job.assert_matches(&model, &format!("{what}, after writing on"));

@@ -36,22 +36,42 @@ pub fn value_state<F: StateBackendFactory>(factory: &F) {
         .bind(shared(&backend))
         .unwrap();
     let (a, b) = (key(1), key(2));
-    assert_eq!(state.get(&a).unwrap(), None, "a fresh value state is absent");
+    assert_eq!(
+        state.get(&a).unwrap(),
+        None,
+        "a fresh value state is absent"
+    );
     state.update(&a, &"one".to_string()).unwrap();
     assert_eq!(state.get(&a).unwrap().as_deref(), Some("one"));
     assert_eq!(state.get(&b).unwrap(), None, "another key is untouched");
     state.update(&a, &"uno".to_string()).unwrap();
-    assert_eq!(state.get(&a).unwrap().as_deref(), Some("uno"), "update overwrites");
+    assert_eq!(
+        state.get(&a).unwrap().as_deref(),
+        Some("uno"),
+        "update overwrites"
+    );
     state.update(&b, &String::new()).unwrap();
     assert_eq!(ids(state.keys()), set([1, 2]));
     state.clear(&a).unwrap();
     assert_eq!(state.get(&a).unwrap(), None, "clear removes the value");
-    assert_eq!(ids(state.keys()), set([2]), "a cleared key is not enumerated");
+    assert_eq!(
+        ids(state.keys()),
+        set([2]),
+        "a cleared key is not enumerated"
+    );
     state.clear(&a).unwrap();
     state.clear(&key(3)).unwrap();
-    assert_eq!(state.get(&key(3)).unwrap(), None, "clearing an absent key is a no-op");
+    assert_eq!(
+        state.get(&key(3)).unwrap(),
+        None,
+        "clearing an absent key is a no-op"
+    );
     state.update(&a, &"again".to_string()).unwrap();
-    assert_eq!(state.get(&a).unwrap().as_deref(), Some("again"), "a cleared key can be set again");
+    assert_eq!(
+        state.get(&a).unwrap().as_deref(),
+        Some("again"),
+        "a cleared key can be set again"
+    );
 }
 
 /// Values whose encoding is zero bytes are present values, not absence: a value of `()`, list
@@ -60,13 +80,21 @@ pub fn value_state<F: StateBackendFactory>(factory: &F) {
 pub fn empty_encodings_are_present<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
     let k = key(7);
-    let unit = ValueStateDescriptor::<()>::new("unit").bind(shared(&backend)).unwrap();
+    let unit = ValueStateDescriptor::<()>::new("unit")
+        .bind(shared(&backend))
+        .unwrap();
     assert_eq!(unit.get(&k).unwrap(), None);
     unit.update(&k, &()).unwrap();
-    assert_eq!(unit.get(&k).unwrap(), Some(()), "a value encoded as zero bytes is present");
+    assert_eq!(
+        unit.get(&k).unwrap(),
+        Some(()),
+        "a value encoded as zero bytes is present"
+    );
     assert_eq!(ids(unit.keys()), set([7]));
 
-    let units = ListStateDescriptor::<()>::new("units").bind(shared(&backend)).unwrap();
+    let units = ListStateDescriptor::<()>::new("units")
+        .bind(shared(&backend))
+        .unwrap();
     units.add_all(&k, &[(), (), ()]).unwrap();
     assert_eq!(
         units.get(&k).unwrap(),
@@ -75,14 +103,18 @@ pub fn empty_encodings_are_present<F: StateBackendFactory>(factory: &F) {
     );
     assert_eq!(ids(units.keys()), set([7]));
 
-    let map = MapStateDescriptor::<(), ()>::new("unit-map").bind(shared(&backend)).unwrap();
+    let map = MapStateDescriptor::<(), ()>::new("unit-map")
+        .bind(shared(&backend))
+        .unwrap();
     map.put(&k, &(), &()).unwrap();
     assert!(map.contains(&k, &()).unwrap());
     assert!(!map.is_empty(&k).unwrap());
     assert_eq!(map.entries(&k).unwrap(), vec![((), ())]);
     assert_eq!(ids(map.keys()), set([7]));
 
-    let raw = ValueStateDescriptor::<u8>::new("raw-empty").bind(shared(&backend)).unwrap();
+    let raw = ValueStateDescriptor::<u8>::new("raw-empty")
+        .bind(shared(&backend))
+        .unwrap();
     backend.put(raw.id(), &k, &[], &[]).unwrap();
     assert_eq!(
         backend.get(raw.id(), &k, &[]).unwrap(),
@@ -97,36 +129,68 @@ pub fn empty_encodings_are_present<F: StateBackendFactory>(factory: &F) {
 /// enumerated.
 pub fn list_state<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let list = ListStateDescriptor::<u32>::new("list").bind(shared(&backend)).unwrap();
+    let list = ListStateDescriptor::<u32>::new("list")
+        .bind(shared(&backend))
+        .unwrap();
     let (a, b, c) = (key(1), key(2), key(3));
     assert_eq!(list.get(&a).unwrap(), None, "a fresh list is absent");
     list.add(&a, &5).unwrap();
     list.add(&a, &3).unwrap();
     list.add_all(&a, &[9, 3, 1]).unwrap();
-    assert_eq!(list.get(&a).unwrap(), Some(vec![5, 3, 9, 3, 1]), "insertion order, duplicates kept");
+    assert_eq!(
+        list.get(&a).unwrap(),
+        Some(vec![5, 3, 9, 3, 1]),
+        "insertion order, duplicates kept"
+    );
     list.update(&b, &[7, 8]).unwrap();
     assert_eq!(list.get(&b).unwrap(), Some(vec![7, 8]));
     list.update(&a, &[2]).unwrap();
-    assert_eq!(list.get(&a).unwrap(), Some(vec![2]), "update replaces the whole list");
+    assert_eq!(
+        list.get(&a).unwrap(),
+        Some(vec![2]),
+        "update replaces the whole list"
+    );
     assert_eq!(ids(list.keys()), set([1, 2]));
 
     list.update(&a, &[]).unwrap();
-    assert_eq!(list.get(&a).unwrap(), None, "update with no elements clears");
-    assert_eq!(ids(list.keys()), set([2]), "an empty list is not enumerated");
+    assert_eq!(
+        list.get(&a).unwrap(),
+        None,
+        "update with no elements clears"
+    );
+    assert_eq!(
+        ids(list.keys()),
+        set([2]),
+        "an empty list is not enumerated"
+    );
     list.clear(&b).unwrap();
     assert_eq!(list.get(&b).unwrap(), None, "clear removes the list");
     assert!(list.keys().unwrap().is_empty());
     list.add(&b, &4).unwrap();
-    assert_eq!(list.get(&b).unwrap(), Some(vec![4]), "a cleared list starts afresh");
+    assert_eq!(
+        list.get(&b).unwrap(),
+        Some(vec![4]),
+        "a cleared list starts afresh"
+    );
 
     // Raw trait: appending nothing or replacing with nothing leaves the list absent.
     let id = list.id();
     backend.list_append(id, &c, &[], &[]).unwrap();
     assert!(backend.list_get(id, &c, &[]).unwrap().is_empty());
-    assert_eq!(ids(list.keys()), set([2]), "an append of no elements creates no list");
+    assert_eq!(
+        ids(list.keys()),
+        set([2]),
+        "an append of no elements creates no list"
+    );
     backend.list_replace(id, &b, &[], &[]).unwrap();
-    assert!(backend.list_get(id, &b, &[]).unwrap().is_empty(), "list_replace(&[]) clears");
-    assert!(list.keys().unwrap().is_empty(), "list_replace(&[]) leaves nothing to enumerate");
+    assert!(
+        backend.list_get(id, &b, &[]).unwrap().is_empty(),
+        "list_replace(&[]) clears"
+    );
+    assert!(
+        list.keys().unwrap().is_empty(),
+        "list_replace(&[]) leaves nothing to enumerate"
+    );
     let e1 = encoded(&1u32);
     let e2 = encoded(&2u32);
     backend.list_append(id, &c, &[], &[&e1, &e2]).unwrap();
@@ -143,7 +207,9 @@ pub fn list_state<F: StateBackendFactory>(factory: &F) {
 /// entry makes the map absent; user keys that prefix one another stay distinct.
 pub fn map_state<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let map = MapStateDescriptor::<String, u64>::new("map").bind(shared(&backend)).unwrap();
+    let map = MapStateDescriptor::<String, u64>::new("map")
+        .bind(shared(&backend))
+        .unwrap();
     let (a, b) = (key(10), key(11));
     let s = |x: &str| x.to_string();
     assert!(map.is_empty(&a).unwrap(), "a fresh map is empty");
@@ -155,8 +221,16 @@ pub fn map_state<F: StateBackendFactory>(factory: &F) {
     }
     map.put(&a, &s("ab"), &20).unwrap();
     map.put(&b, &s("a"), &100).unwrap();
-    assert_eq!(map.get(&a, &s("ab")).unwrap(), Some(20), "put overwrites an entry");
-    assert_eq!(map.get(&a, &s("")).unwrap(), Some(0), "the empty user key is a key");
+    assert_eq!(
+        map.get(&a, &s("ab")).unwrap(),
+        Some(20),
+        "put overwrites an entry"
+    );
+    assert_eq!(
+        map.get(&a, &s("")).unwrap(),
+        Some(0),
+        "the empty user key is a key"
+    );
     assert!(map.contains(&a, &s("abc")).unwrap());
     assert!(!map.contains(&a, &s("abcd")).unwrap());
     assert!(!map.is_empty(&a).unwrap());
@@ -164,7 +238,13 @@ pub fn map_state<F: StateBackendFactory>(factory: &F) {
     entries.sort();
     assert_eq!(
         entries,
-        vec![(s(""), 0), (s("a"), 1), (s("ab"), 20), (s("abc"), 3), (s("b"), 4)]
+        vec![
+            (s(""), 0),
+            (s("a"), 1),
+            (s("ab"), 20),
+            (s("abc"), 3),
+            (s("b"), 4)
+        ]
     );
     let mut user_keys = map.user_keys(&a).unwrap();
     user_keys.sort();
@@ -172,17 +252,32 @@ pub fn map_state<F: StateBackendFactory>(factory: &F) {
     let mut values = map.values(&a).unwrap();
     values.sort();
     assert_eq!(values, vec![0, 1, 3, 4, 20]);
-    assert_eq!(map.entries(&b).unwrap(), vec![(s("a"), 100)], "maps of two keys are apart");
+    assert_eq!(
+        map.entries(&b).unwrap(),
+        vec![(s("a"), 100)],
+        "maps of two keys are apart"
+    );
 
     map.remove(&a, &s("ab")).unwrap();
     map.remove(&a, &s("not-there")).unwrap();
-    assert_eq!(map.get(&a, &s("ab")).unwrap(), None, "remove drops one entry");
-    assert_eq!(map.get(&a, &s("abc")).unwrap(), Some(3), "and only that entry");
+    assert_eq!(
+        map.get(&a, &s("ab")).unwrap(),
+        None,
+        "remove drops one entry"
+    );
+    assert_eq!(
+        map.get(&a, &s("abc")).unwrap(),
+        Some(3),
+        "and only that entry"
+    );
     assert_eq!(map.entries(&a).unwrap().len(), 4);
     assert_eq!(ids(map.keys()), set([10, 11]));
 
     map.remove(&b, &s("a")).unwrap();
-    assert!(map.is_empty(&b).unwrap(), "removing the last entry empties the map");
+    assert!(
+        map.is_empty(&b).unwrap(),
+        "removing the last entry empties the map"
+    );
     assert_eq!(ids(map.keys()), set([10]), "an empty map is not enumerated");
 
     map.clear(&a).unwrap();
@@ -190,7 +285,11 @@ pub fn map_state<F: StateBackendFactory>(factory: &F) {
     assert!(map.entries(&a).unwrap().is_empty());
     assert!(map.keys().unwrap().is_empty());
     map.put(&a, &s("z"), &26).unwrap();
-    assert_eq!(map.entries(&a).unwrap(), vec![(s("z"), 26)], "a cleared map starts afresh");
+    assert_eq!(
+        map.entries(&a).unwrap(),
+        vec![(s("z"), 26)],
+        "a cleared map starts afresh"
+    );
 }
 
 /// Reducing state: `add` folds into the stored value as `reduce(stored, new)`.
@@ -202,14 +301,22 @@ pub fn reducing_state<F: StateBackendFactory>(factory: &F) {
     let k = key(4);
     assert_eq!(sum.get(&k).unwrap(), None);
     sum.add(&k, 5).unwrap();
-    assert_eq!(sum.get(&k).unwrap(), Some(5), "the first add stores the value as is");
+    assert_eq!(
+        sum.get(&k).unwrap(),
+        Some(5),
+        "the first add stores the value as is"
+    );
     sum.add(&k, -2).unwrap();
     sum.add(&k, 10).unwrap();
     assert_eq!(sum.get(&k).unwrap(), Some(13), "later adds fold");
     sum.clear(&k).unwrap();
     assert_eq!(sum.get(&k).unwrap(), None);
     sum.add(&k, 1).unwrap();
-    assert_eq!(sum.get(&k).unwrap(), Some(1), "after clear the fold restarts");
+    assert_eq!(
+        sum.get(&k).unwrap(),
+        Some(1),
+        "after clear the fold restarts"
+    );
 
     // Concatenation is associative but not commutative: the fold order is visible.
     let concat = ReducingStateDescriptor::<String>::new("concat", |a, b| a + &b)
@@ -230,20 +337,29 @@ pub fn aggregating_state<F: StateBackendFactory>(factory: &F) {
         .unwrap();
     let k = key(5);
     assert_eq!(mean.get(&k).unwrap(), None, "nothing added reads as absent");
-    assert_eq!(mean.accumulator_in(&k, &flowstate_api::VoidNamespace).unwrap(), None);
+    assert_eq!(
+        mean.accumulator_in(&k, &flowstate_api::VoidNamespace)
+            .unwrap(),
+        None
+    );
     for v in [10, 20, 60] {
         mean.add(&k, v).unwrap();
     }
     assert_eq!(mean.get(&k).unwrap(), Some(30));
     assert_eq!(
-        mean.accumulator_in(&k, &flowstate_api::VoidNamespace).unwrap(),
+        mean.accumulator_in(&k, &flowstate_api::VoidNamespace)
+            .unwrap(),
         Some((90, 3))
     );
     assert_eq!(ids(mean.keys()), set([5]));
     mean.clear(&k).unwrap();
     assert_eq!(mean.get(&k).unwrap(), None);
     mean.add(&k, 7).unwrap();
-    assert_eq!(mean.get(&k).unwrap(), Some(7), "after clear a new accumulator starts");
+    assert_eq!(
+        mean.get(&k).unwrap(),
+        Some(7),
+        "after clear a new accumulator starts"
+    );
 }
 
 /// The same key in two namespaces holds two independent entries, for every kind; clearing
@@ -263,15 +379,34 @@ pub fn namespaces_isolate<F: StateBackendFactory>(factory: &F) {
     states.reducing.add_in(&k, &n2, 2).unwrap();
     states.aggregating.add_in(&k, &n1, 10).unwrap();
     states.aggregating.add_in(&k, &n2, 20).unwrap();
-    states.value.update_in(&other, &n2, &"other".into()).unwrap();
+    states
+        .value
+        .update_in(&other, &n2, &"other".into())
+        .unwrap();
 
-    assert_eq!(states.value.get_in(&k, &n1).unwrap().as_deref(), Some("one"));
-    assert_eq!(states.value.get_in(&k, &n2).unwrap().as_deref(), Some("two"));
-    assert_eq!(states.value.get_in(&k, &0).unwrap(), None, "an unused namespace is empty");
+    assert_eq!(
+        states.value.get_in(&k, &n1).unwrap().as_deref(),
+        Some("one")
+    );
+    assert_eq!(
+        states.value.get_in(&k, &n2).unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(
+        states.value.get_in(&k, &0).unwrap(),
+        None,
+        "an unused namespace is empty"
+    );
     assert_eq!(states.list.get_in(&k, &n1).unwrap(), Some(vec![1, 1]));
     assert_eq!(states.list.get_in(&k, &n2).unwrap(), Some(vec![2]));
-    assert_eq!(states.map.entries_in(&k, &n1).unwrap(), vec![("k".into(), 1)]);
-    assert_eq!(states.map.entries_in(&k, &n2).unwrap(), vec![("k".into(), 2)]);
+    assert_eq!(
+        states.map.entries_in(&k, &n1).unwrap(),
+        vec![("k".into(), 1)]
+    );
+    assert_eq!(
+        states.map.entries_in(&k, &n2).unwrap(),
+        vec![("k".into(), 2)]
+    );
     assert_eq!(states.reducing.get_in(&k, &n1).unwrap(), Some(1));
     assert_eq!(states.reducing.get_in(&k, &n2).unwrap(), Some(2));
     assert_eq!(states.aggregating.get_in(&k, &n1).unwrap(), Some(10));
@@ -286,9 +421,16 @@ pub fn namespaces_isolate<F: StateBackendFactory>(factory: &F) {
     states.reducing.clear_in(&k, &n1).unwrap();
     states.aggregating.clear_in(&k, &n1).unwrap();
     assert_eq!(states.value.get_in(&k, &n1).unwrap(), None);
-    assert_eq!(states.value.get_in(&k, &n2).unwrap().as_deref(), Some("two"), "clear is per namespace");
+    assert_eq!(
+        states.value.get_in(&k, &n2).unwrap().as_deref(),
+        Some("two"),
+        "clear is per namespace"
+    );
     assert_eq!(states.list.get_in(&k, &n2).unwrap(), Some(vec![2]));
-    assert_eq!(states.map.entries_in(&k, &n2).unwrap(), vec![("k".into(), 2)]);
+    assert_eq!(
+        states.map.entries_in(&k, &n2).unwrap(),
+        vec![("k".into(), 2)]
+    );
     assert_eq!(states.reducing.get_in(&k, &n2).unwrap(), Some(2));
     assert_eq!(states.aggregating.get_in(&k, &n2).unwrap(), Some(20));
     for keys in [
@@ -298,7 +440,10 @@ pub fn namespaces_isolate<F: StateBackendFactory>(factory: &F) {
         states.reducing.keys_in(&n1),
         states.aggregating.keys_in(&n1),
     ] {
-        assert!(keys.unwrap().is_empty(), "nothing is left in the cleared namespace");
+        assert!(
+            keys.unwrap().is_empty(),
+            "nothing is left in the cleared namespace"
+        );
     }
     assert_eq!(ids(states.list.keys_in(&n2)), set([1]));
 }
@@ -323,8 +468,16 @@ pub fn key_namespace_boundaries<F: StateBackendFactory>(factory: &F) {
     for (i, (k, ns)) in splits.iter().enumerate() {
         let ctx = KeyContext::new(k.to_vec(), max);
         let tag = vec![i as u8];
-        assert_eq!(backend.get(value, &ctx, ns).unwrap(), Some(tag.clone()), "value of split {i}");
-        assert_eq!(backend.list_get(list, &ctx, ns).unwrap(), vec![tag.clone()], "list of split {i}");
+        assert_eq!(
+            backend.get(value, &ctx, ns).unwrap(),
+            Some(tag.clone()),
+            "value of split {i}"
+        );
+        assert_eq!(
+            backend.list_get(list, &ctx, ns).unwrap(),
+            vec![tag.clone()],
+            "list of split {i}"
+        );
         assert_eq!(
             backend.map_entries(map, &ctx, ns).unwrap(),
             vec![(vec![9], tag.clone())],
@@ -338,16 +491,29 @@ pub fn key_namespace_boundaries<F: StateBackendFactory>(factory: &F) {
     let ctx = KeyContext::new(vec![4], max);
     backend.map_put(map, &ctx, &[5], &[6, 7], b"a").unwrap();
     backend.map_put(map, &ctx, &[5, 6], &[7], b"b").unwrap();
-    assert_eq!(backend.map_entries(map, &ctx, &[5]).unwrap(), vec![(vec![6, 7], b"a".to_vec())]);
-    assert_eq!(backend.map_entries(map, &ctx, &[5, 6]).unwrap(), vec![(vec![7], b"b".to_vec())]);
+    assert_eq!(
+        backend.map_entries(map, &ctx, &[5]).unwrap(),
+        vec![(vec![6, 7], b"a".to_vec())]
+    );
+    assert_eq!(
+        backend.map_entries(map, &ctx, &[5, 6]).unwrap(),
+        vec![(vec![7], b"b".to_vec())]
+    );
     backend.remove(map, &ctx, &[5]).unwrap();
     assert!(backend.map_entries(map, &ctx, &[5]).unwrap().is_empty());
-    assert_eq!(backend.map_get(map, &ctx, &[5, 6], &[7]).unwrap(), Some(b"b".to_vec()), "removing (key, [5]) leaves (key, [5, 6])");
+    assert_eq!(
+        backend.map_get(map, &ctx, &[5, 6], &[7]).unwrap(),
+        Some(b"b".to_vec()),
+        "removing (key, [5]) leaves (key, [5, 6])"
+    );
 }
 
 fn assert_merge_cleared_sources(keys: Vec<Vec<KeyContext>>, what: &str) {
     for k in keys {
-        assert!(k.is_empty(), "{what}: a merged source namespace is still enumerated");
+        assert!(
+            k.is_empty(),
+            "{what}: a merged source namespace is still enumerated"
+        );
     }
 }
 
@@ -356,19 +522,33 @@ fn assert_merge_cleared_sources(keys: Vec<Vec<KeyContext>>, what: &str) {
 /// equal to the target and absent sources are ignored.
 pub fn merge_namespaces_list<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let list = ListStateDescriptor::<u32>::new("windows").with_namespace::<u32>().bind(shared(&backend)).unwrap();
+    let list = ListStateDescriptor::<u32>::new("windows")
+        .with_namespace::<u32>()
+        .bind(shared(&backend))
+        .unwrap();
     let k = key(3);
     list.add_all_in(&k, &1, &[1, 2]).unwrap();
     list.add_all_in(&k, &2, &[3]).unwrap();
     assert_eq!(list.get_in(&k, &9).unwrap(), None);
     list.merge_namespaces(&k, &9, &[1, 5, 2]).unwrap();
-    assert_eq!(list.get_in(&k, &9).unwrap(), Some(vec![1, 2, 3]), "target holds the sources in order");
+    assert_eq!(
+        list.get_in(&k, &9).unwrap(),
+        Some(vec![1, 2, 3]),
+        "target holds the sources in order"
+    );
     assert_eq!(list.get_in(&k, &1).unwrap(), None, "source 1 is cleared");
     assert_eq!(list.get_in(&k, &2).unwrap(), None, "source 2 is cleared");
-    assert_merge_cleared_sources(vec![list.keys_in(&1).unwrap(), list.keys_in(&2).unwrap()], "list");
+    assert_merge_cleared_sources(
+        vec![list.keys_in(&1).unwrap(), list.keys_in(&2).unwrap()],
+        "list",
+    );
     list.add_in(&k, &4, &4).unwrap();
     list.merge_namespaces(&k, &9, &[9, 4]).unwrap();
-    assert_eq!(list.get_in(&k, &9).unwrap(), Some(vec![1, 2, 3, 4]), "appended after the target's own");
+    assert_eq!(
+        list.get_in(&k, &9).unwrap(),
+        Some(vec![1, 2, 3, 4]),
+        "appended after the target's own"
+    );
     assert_eq!(ids(list.keys_in(&9)), set([3]));
 }
 
@@ -383,13 +563,24 @@ pub fn merge_namespaces_reducing<F: StateBackendFactory>(factory: &F) {
     sum.add_in(&k, &1, 10).unwrap();
     sum.add_in(&k, &2, 5).unwrap();
     sum.merge_namespaces(&k, &3, &[1, 2, 7]).unwrap();
-    assert_eq!(sum.get_in(&k, &3).unwrap(), Some(15), "an absent target gets the fold of the sources");
+    assert_eq!(
+        sum.get_in(&k, &3).unwrap(),
+        Some(15),
+        "an absent target gets the fold of the sources"
+    );
     assert_eq!(sum.get_in(&k, &1).unwrap(), None);
     assert_eq!(sum.get_in(&k, &2).unwrap(), None);
-    assert_merge_cleared_sources(vec![sum.keys_in(&1).unwrap(), sum.keys_in(&2).unwrap()], "reducing");
+    assert_merge_cleared_sources(
+        vec![sum.keys_in(&1).unwrap(), sum.keys_in(&2).unwrap()],
+        "reducing",
+    );
     sum.add_in(&k, &4, 1).unwrap();
     sum.merge_namespaces(&k, &3, &[4, 3]).unwrap();
-    assert_eq!(sum.get_in(&k, &3).unwrap(), Some(16), "a present target folds the sources in");
+    assert_eq!(
+        sum.get_in(&k, &3).unwrap(),
+        Some(16),
+        "a present target folds the sources in"
+    );
     assert_eq!(ids(sum.keys_in(&3)), set([8]));
 }
 
@@ -410,7 +601,10 @@ pub fn merge_namespaces_aggregating<F: StateBackendFactory>(factory: &F) {
     assert_eq!(mean.get_in(&k, &5).unwrap(), Some(30));
     assert_eq!(mean.accumulator_in(&k, &1).unwrap(), None);
     assert_eq!(mean.accumulator_in(&k, &2).unwrap(), None);
-    assert_merge_cleared_sources(vec![mean.keys_in(&1).unwrap(), mean.keys_in(&2).unwrap()], "aggregating");
+    assert_merge_cleared_sources(
+        vec![mean.keys_in(&1).unwrap(), mean.keys_in(&2).unwrap()],
+        "aggregating",
+    );
     mean.add_in(&k, &6, 30).unwrap();
     mean.merge_namespaces(&k, &5, &[6]).unwrap();
     assert_eq!(mean.accumulator_in(&k, &5).unwrap(), Some((120, 4)));
@@ -426,7 +620,11 @@ pub fn keys_enumeration<F: StateBackendFactory>(factory: &F) {
     let states = AllStates::bind(shared(&backend)).unwrap();
     let keys = keys_in_range(range, max, 0, 1500);
     let groups: BTreeSet<u32> = keys.iter().map(|k| key(*k).key_group().get()).collect();
-    assert_eq!(groups.len() as u32, range.len(), "the keys cover every key group of the range");
+    assert_eq!(
+        groups.len() as u32,
+        range.len(),
+        "the keys cover every key group of the range"
+    );
 
     let mut expected_value = BTreeSet::new();
     let mut expected_list = BTreeSet::new();
@@ -474,18 +672,34 @@ pub fn keys_enumeration<F: StateBackendFactory>(factory: &F) {
     assert_eq!(got(states.value.keys_in(&0), "value"), expected_value);
     assert_eq!(got(states.list.keys_in(&0), "list"), expected_list);
     assert_eq!(got(states.map.keys_in(&0), "map"), expected_map);
-    assert_eq!(got(states.reducing.keys_in(&0), "reducing"), expected_reducing);
-    assert_eq!(got(states.aggregating.keys_in(&1), "aggregating"), expected_aggregating_ns1);
-    assert!(states.aggregating.keys_in(&0).unwrap().is_empty(), "no aggregating state in namespace 0");
-    assert!(states.value.keys_in(&1).unwrap().is_empty(), "no value state in namespace 1");
+    assert_eq!(
+        got(states.reducing.keys_in(&0), "reducing"),
+        expected_reducing
+    );
+    assert_eq!(
+        got(states.aggregating.keys_in(&1), "aggregating"),
+        expected_aggregating_ns1
+    );
+    assert!(
+        states.aggregating.keys_in(&0).unwrap().is_empty(),
+        "no aggregating state in namespace 0"
+    );
+    assert!(
+        states.value.keys_in(&1).unwrap().is_empty(),
+        "no value state in namespace 1"
+    );
 }
 
 /// `apply_to_all_keys` visits every key that held state when it started, exactly once, while
 /// the callback clears the visited key, clears a key not yet visited, and adds new keys.
 pub fn apply_to_all_keys_tolerates_changes<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let value = ValueStateDescriptor::<u64>::new("visited").bind(shared(&backend)).unwrap();
-    let list = ListStateDescriptor::<u64>::new("visited-list").bind(shared(&backend)).unwrap();
+    let value = ValueStateDescriptor::<u64>::new("visited")
+        .bind(shared(&backend))
+        .unwrap();
+    let list = ListStateDescriptor::<u64>::new("visited-list")
+        .bind(shared(&backend))
+        .unwrap();
     let initial: Vec<u64> = (0..600).collect();
     for &k in &initial {
         value.update(&key(k), &k).unwrap();
@@ -510,10 +724,21 @@ pub fn apply_to_all_keys_tolerates_changes<F: StateBackendFactory>(factory: &F) 
             Ok(())
         })
         .unwrap();
-    assert_eq!(visits.load(Ordering::Relaxed), initial.len(), "each initial key is visited once");
+    assert_eq!(
+        visits.load(Ordering::Relaxed),
+        initial.len(),
+        "each initial key is visited once"
+    );
     assert_eq!(visited, set(initial.iter().copied()));
-    assert_eq!(ids(value.keys()), set(initial.iter().map(|k| 10_000 + k)), "only the keys added during the walk remain");
-    assert!(list.keys().unwrap().is_empty(), "lists emptied during the walk are gone");
+    assert_eq!(
+        ids(value.keys()),
+        set(initial.iter().map(|k| 10_000 + k)),
+        "only the keys added during the walk remain"
+    );
+    assert!(
+        list.keys().unwrap().is_empty(),
+        "lists emptied during the walk are gone"
+    );
 
     // The same on a list state, clearing through update(&[]).
     for &k in &initial[..100] {
@@ -534,10 +759,18 @@ pub fn apply_to_all_keys_tolerates_changes<F: StateBackendFactory>(factory: &F) 
 /// the same key and namespace, and clearing one leaves the other.
 pub fn states_are_isolated<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let a = ValueStateDescriptor::<u32>::new("a").bind(shared(&backend)).unwrap();
-    let b = ValueStateDescriptor::<u32>::new("b").bind(shared(&backend)).unwrap();
-    let l = ListStateDescriptor::<u32>::new("l").bind(shared(&backend)).unwrap();
-    let m = MapStateDescriptor::<u32, u32>::new("m").bind(shared(&backend)).unwrap();
+    let a = ValueStateDescriptor::<u32>::new("a")
+        .bind(shared(&backend))
+        .unwrap();
+    let b = ValueStateDescriptor::<u32>::new("b")
+        .bind(shared(&backend))
+        .unwrap();
+    let l = ListStateDescriptor::<u32>::new("l")
+        .bind(shared(&backend))
+        .unwrap();
+    let m = MapStateDescriptor::<u32, u32>::new("m")
+        .bind(shared(&backend))
+        .unwrap();
     assert_ne!(a.id(), b.id(), "two names are two states");
     let k = key(1);
     a.update(&k, &1).unwrap();
@@ -579,16 +812,32 @@ pub fn reregistering_returns_same_state<F: StateBackendFactory>(factory: &F) {
     assert_eq!(again.reducing.get_in(&k, &0).unwrap(), Some(5));
 
     let registered = backend.registered_states();
-    assert_eq!(registered.len(), 5, "each name is registered once: {registered:?}");
-    assert!(registered.windows(2).all(|w| w[0].0 < w[1].0), "registered states are in id order");
+    assert_eq!(
+        registered.len(),
+        5,
+        "each name is registered once: {registered:?}"
+    );
+    assert!(
+        registered.windows(2).all(|w| w[0].0 < w[1].0),
+        "registered states are in id order"
+    );
     let metadata: Vec<_> = registered.iter().map(|(_, m)| m.clone()).collect();
     assert_eq!(metadata, dataset_metadata());
     let kinds: Vec<StateKind> = metadata.iter().map(|m| m.kind).collect();
     assert_eq!(
         kinds,
-        vec![StateKind::Value, StateKind::List, StateKind::Map, StateKind::Reducing, StateKind::Aggregating]
+        vec![
+            StateKind::Value,
+            StateKind::List,
+            StateKind::Map,
+            StateKind::Reducing,
+            StateKind::Aggregating
+        ]
     );
-    assert_eq!(backend.register_state(&dataset_metadata()[2]).unwrap(), first.map.id());
+    assert_eq!(
+        backend.register_state(&dataset_metadata()[2]).unwrap(),
+        first.map.id()
+    );
 }
 
 fn assert_not_owned<T: std::fmt::Debug>(result: flowstate_api::Result<T>, op: &str, kg: u32) {
@@ -617,8 +866,16 @@ pub fn key_group_not_owned<F: StateBackendFactory>(factory: &F) {
         assert_not_owned(backend.put(v, &ctx, &[], b"x"), "put", kg);
         assert_not_owned(backend.remove(v, &ctx, &[]), "remove", kg);
         assert_not_owned(backend.list_get(l, &ctx, &[]), "list_get", kg);
-        assert_not_owned(backend.list_append(l, &ctx, &[], &[b"x"]), "list_append", kg);
-        assert_not_owned(backend.list_replace(l, &ctx, &[], &[b"x"]), "list_replace", kg);
+        assert_not_owned(
+            backend.list_append(l, &ctx, &[], &[b"x"]),
+            "list_append",
+            kg,
+        );
+        assert_not_owned(
+            backend.list_replace(l, &ctx, &[], &[b"x"]),
+            "list_replace",
+            kg,
+        );
         assert_not_owned(backend.map_get(m, &ctx, &[], b"u"), "map_get", kg);
         assert_not_owned(backend.map_put(m, &ctx, &[], b"u", b"x"), "map_put", kg);
         assert_not_owned(backend.map_remove(m, &ctx, &[], b"u"), "map_remove", kg);
@@ -633,10 +890,17 @@ pub fn key_group_not_owned<F: StateBackendFactory>(factory: &F) {
             namespace: &[],
             value: RowValue::Value(b"x"),
         };
-        assert_not_owned(backend.apply_rows(ctx.key_group(), &[row]), "apply_rows", kg);
+        assert_not_owned(
+            backend.apply_rows(ctx.key_group(), &[row]),
+            "apply_rows",
+            kg,
+        );
     }
     for state in [v, l, m, states.reducing.id(), states.aggregating.id()] {
-        assert!(backend.keys(state, &[]).unwrap().is_empty(), "rejected writes left nothing behind");
+        assert!(
+            backend.keys(state, &[]).unwrap().is_empty(),
+            "rejected writes left nothing behind"
+        );
     }
 }
 
@@ -661,7 +925,10 @@ pub fn apply_rows_in_order<F: StateBackendFactory>(factory: &F) {
     states.value.update_in(&k3, &1, &"gone".into()).unwrap();
 
     let list = list_encoding::encode([encoded(&7u32).as_slice(), encoded(&8u32).as_slice()]);
-    let (s_first, s_second) = (encoded(&"first".to_string()), encoded(&"second".to_string()));
+    let (s_first, s_second) = (
+        encoded(&"first".to_string()),
+        encoded(&"second".to_string()),
+    );
     let (uk_new, uk_keep, uk_late) = (
         encoded(&"new".to_string()),
         encoded(&"keep".to_string()),
@@ -686,28 +953,77 @@ pub fn apply_rows_in_order<F: StateBackendFactory>(factory: &F) {
         row(v, &k1, &ns, RowValue::Value(&s_first)),
         row(v, &k1, &ns, RowValue::Value(&s_second)),
         row(l, &k1, &ns, RowValue::List(&list)),
-        row(m, &k1, &ns, RowValue::MapEntry { user_key: &uk_new, value: &n5 }),
-        row(m, &k2, &ns, RowValue::MapEntry { user_key: &uk_keep, value: &n5 }),
+        row(
+            m,
+            &k1,
+            &ns,
+            RowValue::MapEntry {
+                user_key: &uk_new,
+                value: &n5,
+            },
+        ),
+        row(
+            m,
+            &k2,
+            &ns,
+            RowValue::MapEntry {
+                user_key: &uk_keep,
+                value: &n5,
+            },
+        ),
         row(m, &k2, &ns, RowValue::Tombstone),
-        row(m, &k2, &ns, RowValue::MapEntry { user_key: &uk_late, value: &n6 }),
+        row(
+            m,
+            &k2,
+            &ns,
+            RowValue::MapEntry {
+                user_key: &uk_late,
+                value: &n6,
+            },
+        ),
         row(v, &k3, &ns, RowValue::Tombstone),
         row(l, &k3, &ns, RowValue::Tombstone),
     ];
     backend.apply_rows(kg, &rows).unwrap();
-    assert_eq!(states.value.get_in(&k1, &1).unwrap().as_deref(), Some("second"), "the last Value row wins");
-    assert_eq!(states.list.get_in(&k1, &1).unwrap(), Some(vec![7, 8]), "a List row replaces the list");
+    assert_eq!(
+        states.value.get_in(&k1, &1).unwrap().as_deref(),
+        Some("second"),
+        "the last Value row wins"
+    );
+    assert_eq!(
+        states.list.get_in(&k1, &1).unwrap(),
+        Some(vec![7, 8]),
+        "a List row replaces the list"
+    );
     let mut entries = states.map.entries_in(&k1, &1).unwrap();
     entries.sort();
-    assert_eq!(entries, vec![("keep".into(), 1), ("new".into(), 5)], "a MapEntry row adds one entry");
+    assert_eq!(
+        entries,
+        vec![("keep".into(), 1), ("new".into(), 5)],
+        "a MapEntry row adds one entry"
+    );
     assert_eq!(
         states.map.entries_in(&k2, &1).unwrap(),
         vec![("late".into(), 6)],
         "a Tombstone clears what came before it, rows after it apply"
     );
-    assert_eq!(states.value.get_in(&k3, &1).unwrap(), None, "a Tombstone clears a value");
-    assert_eq!(states.list.get_in(&k3, &1).unwrap(), None, "a Tombstone of an absent entry is a no-op");
     assert_eq!(
-        enumerated_ids(states.value.keys_in(&1).unwrap(), max, max.full_range(), "value"),
+        states.value.get_in(&k3, &1).unwrap(),
+        None,
+        "a Tombstone clears a value"
+    );
+    assert_eq!(
+        states.list.get_in(&k3, &1).unwrap(),
+        None,
+        "a Tombstone of an absent entry is a no-op"
+    );
+    assert_eq!(
+        enumerated_ids(
+            states.value.keys_in(&1).unwrap(),
+            max,
+            max.full_range(),
+            "value"
+        ),
         set([same_group[0]])
     );
 }
@@ -715,9 +1031,15 @@ pub fn apply_rows_in_order<F: StateBackendFactory>(factory: &F) {
 /// Large values and long lists and maps round-trip unchanged.
 pub fn large_entries<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
-    let blob = ValueStateDescriptor::<Vec<u8>>::new("blob").bind(shared(&backend)).unwrap();
-    let list = ListStateDescriptor::<u64>::new("long-list").bind(shared(&backend)).unwrap();
-    let map = MapStateDescriptor::<u64, String>::new("wide-map").bind(shared(&backend)).unwrap();
+    let blob = ValueStateDescriptor::<Vec<u8>>::new("blob")
+        .bind(shared(&backend))
+        .unwrap();
+    let list = ListStateDescriptor::<u64>::new("long-list")
+        .bind(shared(&backend))
+        .unwrap();
+    let map = MapStateDescriptor::<u64, String>::new("wide-map")
+        .bind(shared(&backend))
+        .unwrap();
     let k = key(1);
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     blob.update(&k, &big).unwrap();
@@ -768,8 +1090,14 @@ pub fn concurrent_access<F: StateBackendFactory>(factory: &F) {
     for &k in &expected {
         let (t, i) = (k / 1_000_000, k % 1_000_000);
         let ctx = key(k);
-        assert_eq!(states.value.get_in(&ctx, &0).unwrap(), Some(format!("{t}-{i}")));
-        assert_eq!(states.list.get_in(&ctx, &0).unwrap(), Some(vec![i as u32, i as u32 + 1]));
+        assert_eq!(
+            states.value.get_in(&ctx, &0).unwrap(),
+            Some(format!("{t}-{i}"))
+        );
+        assert_eq!(
+            states.list.get_in(&ctx, &0).unwrap(),
+            Some(vec![i as u32, i as u32 + 1])
+        );
         assert_eq!(states.map.get_in(&ctx, &0, &"t".into()).unwrap(), Some(t));
         assert_eq!(states.reducing.get_in(&ctx, &0).unwrap(), Some(5));
     }

@@ -20,13 +20,11 @@ use object_store::memory::InMemory;
 
 use crate::dataset::{dataset_metadata, Job, Model, NAMESPACES};
 use crate::fixtures::{
-    enumerated_ids, full_backend, key, max_parallelism, parallelism, shared,
-    CountingStore, Rng,
+    enumerated_ids, full_backend, key, max_parallelism, parallelism, shared, CountingStore, Rng,
 };
 use crate::harness::{
-    block_on, capture, checkpoint, checkpoint_aborted, checkpoint_pending,
+    abort_with_lifecycle, block_on, capture, checkpoint, checkpoint_aborted, checkpoint_pending,
     checkpoint_with_lifecycle, create_operator, publish, restore_operator, upload,
-    abort_with_lifecycle,
 };
 
 /// Key space of the random datasets: a few hundred keys spread over every key group.
@@ -43,12 +41,13 @@ pub(crate) fn restore_job<F: StateBackendFactory>(
     manifest: &CheckpointManifest,
     p: u32,
 ) -> Job<F::Backend> {
-    let subtasks = restore_operator(factory, storage, manifest, parallelism(p)).unwrap_or_else(|e| {
-        panic!(
-            "restoring checkpoint {} at parallelism {p} failed: {e}",
-            manifest.checkpoint_id
-        )
-    });
+    let subtasks =
+        restore_operator(factory, storage, manifest, parallelism(p)).unwrap_or_else(|e| {
+            panic!(
+                "restoring checkpoint {} at parallelism {p} failed: {e}",
+                manifest.checkpoint_id
+            )
+        });
     Job::new(subtasks).unwrap()
 }
 
@@ -186,7 +185,11 @@ fn isolation<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
             crate::dataset::Action::ReduceAdd(1_000_000),
             crate::dataset::Action::AggClear,
         ] {
-            let op = crate::dataset::Op { key: k, ns, action: op };
+            let op = crate::dataset::Op {
+                key: k,
+                ns,
+                action: op,
+            };
             job.apply(&op).unwrap();
             model.apply(&op);
         }
@@ -194,14 +197,18 @@ fn isolation<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
 
     let manifest = upload(&job.subtasks, captured, &storage, CheckpointId(2)).unwrap();
     publish(&job.subtasks, &storage, &manifest).unwrap();
-    restore_job(factory, &storage, &manifest, 2)
-        .assert_matches(&at_snapshot, &format!("{kind:?} checkpoint taken before the writes"));
+    restore_job(factory, &storage, &manifest, 2).assert_matches(
+        &at_snapshot,
+        &format!("{kind:?} checkpoint taken before the writes"),
+    );
     job.assert_matches(&model, "the live backends after the checkpoint");
 
     // The writes made during the upload belong to the next checkpoint.
     let manifest = checkpoint(&job.subtasks, &storage, CheckpointId(3), kind).unwrap();
-    restore_job(factory, &storage, &manifest, 2)
-        .assert_matches(&model, &format!("{kind:?} checkpoint after the isolated one"));
+    restore_job(factory, &storage, &manifest, 2).assert_matches(
+        &model,
+        &format!("{kind:?} checkpoint after the isolated one"),
+    );
 }
 
 /// Writes, clears and removals made after a checkpoint's synchronous part (but before its
@@ -220,7 +227,8 @@ const LOG_KEY: u64 = u64::MAX - 1;
 
 fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
     let storage = CheckpointStorage::in_memory();
-    let job = Job::new(create_operator(factory, max_parallelism(), parallelism(1)).unwrap()).unwrap();
+    let job =
+        Job::new(create_operator(factory, max_parallelism(), parallelism(1)).unwrap()).unwrap();
     let backend = job.subtasks[0].shared();
     let items = ValueStateDescriptor::<u64>::new("items");
     let counter = ValueStateDescriptor::<u64>::new("counter");
@@ -274,7 +282,10 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
         wait_for(&written, 500);
         wait_for(&appended, 500);
         let captured = capture(&job.subtasks, CheckpointId(2), kind);
-        let (w, a) = (written.load(Ordering::SeqCst), appended.load(Ordering::SeqCst));
+        let (w, a) = (
+            written.load(Ordering::SeqCst),
+            appended.load(Ordering::SeqCst),
+        );
         wait_for(&written, w + 500);
         wait_for(&appended, a + 500);
         stop.store(true, Ordering::SeqCst);
@@ -294,10 +305,11 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
         .unwrap()
         .expect("the writer had set the counter before the snapshot");
     let max = max_parallelism();
-    let present: BTreeSet<u64> = enumerated_ids(items.keys().unwrap(), max, max.full_range(), "items")
-        .into_iter()
-        .filter(|k| *k < 1_000_000)
-        .collect();
+    let present: BTreeSet<u64> =
+        enumerated_ids(items.keys().unwrap(), max, max.full_range(), "items")
+            .into_iter()
+            .filter(|k| *k < 1_000_000)
+            .collect();
     let upto_c: BTreeSet<u64> = (0..=c).collect();
     let upto_next: BTreeSet<u64> = (0..=c + 1).collect();
     assert!(
@@ -311,7 +323,11 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
         assert_eq!(items.get(&key(*k)).unwrap(), Some(*k));
     }
     for i in 0..200 {
-        assert_eq!(items.get(&key(1_000_000 + i)).unwrap(), Some(i), "items of the base");
+        assert_eq!(
+            items.get(&key(1_000_000 + i)).unwrap(),
+            Some(i),
+            "items of the base"
+        );
     }
     let total = written.load(Ordering::SeqCst);
     assert!(
@@ -320,7 +336,11 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
     );
     let logged = log.get(&key(LOG_KEY)).unwrap().unwrap_or_default();
     let n = logged.len() as u64;
-    assert_eq!(logged, (0..n).collect::<Vec<_>>(), "the list is a prefix of the appends");
+    assert_eq!(
+        logged,
+        (0..n).collect::<Vec<_>>(),
+        "the list is a prefix of the appends"
+    );
     assert!(
         n < appended.load(Ordering::SeqCst),
         "appends made after the snapshot must not appear in it"
@@ -383,9 +403,10 @@ fn empty_backend<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
         for s in &restored {
             assert_registered_dataset(s.backend.as_ref(), "restored from emptied states");
         }
-        Job::new(restored)
-            .unwrap()
-            .assert_matches(&model, &format!("emptied states restored at parallelism {p}"));
+        Job::new(restored).unwrap().assert_matches(
+            &model,
+            &format!("emptied states restored at parallelism {p}"),
+        );
     }
 }
 
@@ -429,7 +450,10 @@ fn ranged_restore<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
         .iter()
         .map(KeyedStateHandle::total_size)
         .sum();
-    assert!(total > 2_000_000, "the checkpoint holds the data ({total} bytes)");
+    assert!(
+        total > 2_000_000,
+        "the checkpoint holds the data ({total} bytes)"
+    );
 
     let p = parallelism(8);
     let index = 3;
@@ -452,8 +476,13 @@ fn ranged_restore<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
     let range = restored.backend.key_group_range();
     let state = payload.bind(restored.shared()).unwrap();
     let max = max_parallelism();
-    let expected: BTreeSet<u64> = (0..KEYS).filter(|k| range.contains(key(*k).key_group())).collect();
-    assert_eq!(enumerated_ids(state.keys().unwrap(), max, range, "payload"), expected);
+    let expected: BTreeSet<u64> = (0..KEYS)
+        .filter(|k| range.contains(key(*k).key_group()))
+        .collect();
+    assert_eq!(
+        enumerated_ids(state.keys().unwrap(), max, range, "payload"),
+        expected
+    );
     for &k in &expected {
         let round = u64::from(kind == SnapshotKind::Incremental && k % 50 == 0);
         assert_eq!(state.get(&key(k)).unwrap(), Some(value_of(k, round)));
@@ -475,9 +504,9 @@ pub fn ranged_restore_incremental<F: StateBackendFactory>(factory: &F) {
 fn canonical_files(handle: &KeyedStateHandle) -> Vec<FileRef> {
     match handle {
         KeyedStateHandle::Canonical { file, .. } => vec![file.clone()],
-        KeyedStateHandle::Changelog { base, deltas, .. } => {
-            std::iter::once(base.clone()).chain(deltas.iter().cloned()).collect()
-        }
+        KeyedStateHandle::Changelog { base, deltas, .. } => std::iter::once(base.clone())
+            .chain(deltas.iter().cloned())
+            .collect(),
         KeyedStateHandle::Native { .. } => Vec::new(),
     }
 }
@@ -496,7 +525,11 @@ fn check_canonical_file(
     let info = block_on(read_info(storage, file))
         .unwrap_or_else(|e| panic!("reading the index of {}: {e}", file.path));
     assert_eq!(info.metadata.max_parallelism, max, "{}", file.path);
-    assert_eq!(info.metadata.key_group_range, handle_range, "{}: range of the file", file.path);
+    assert_eq!(
+        info.metadata.key_group_range, handle_range,
+        "{}: range of the file",
+        file.path
+    );
     for meta in dataset_metadata() {
         assert!(
             info.metadata.states.contains(&meta),
@@ -520,43 +553,67 @@ fn check_canonical_file(
     }
     for entry in &info.index {
         assert!(handle_range.contains(entry.key_group));
-        assert!(entry.length > 0, "{}: an empty block for key group {}", file.path, entry.key_group);
+        assert!(
+            entry.length > 0,
+            "{}: an empty block for key group {}",
+            file.path,
+            entry.key_group
+        );
     }
     let kind = info.metadata.kind;
-    let names: Vec<String> = info.metadata.states.iter().map(|m| m.name.clone()).collect();
+    let names: Vec<String> = info
+        .metadata
+        .states
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
     let mut list_rows = BTreeSet::new();
-    block_on(read_blocks(storage, file, &info, &handle_range, |kg, rows| {
-        assert!(!rows.is_empty(), "{}: key group {kg} has a block without rows", file.path);
-        for row in rows {
-            assert_eq!(
-                key_group_for_key_bytes(row.key, max),
-                kg,
-                "{}: a row of key group {} sits in the block of key group {kg}",
-                file.path,
-                key_group_for_key_bytes(row.key, max)
+    block_on(read_blocks(
+        storage,
+        file,
+        &info,
+        &handle_range,
+        |kg, rows| {
+            assert!(
+                !rows.is_empty(),
+                "{}: key group {kg} has a block without rows",
+                file.path
             );
-            let name = names
-                .get(row.state_index as usize)
-                .unwrap_or_else(|| panic!("{}: row names state {}", file.path, row.state_index));
-            if kind == SnapshotFileKind::Full {
-                assert!(
-                    !matches!(row.value, RowValue::Tombstone),
-                    "{}: a tombstone in a full file",
-                    file.path
+            for row in rows {
+                assert_eq!(
+                    key_group_for_key_bytes(row.key, max),
+                    kg,
+                    "{}: a row of key group {} sits in the block of key group {kg}",
+                    file.path,
+                    key_group_for_key_bytes(row.key, max)
                 );
-                *counts.entry(name.clone()).or_default() += 1;
-                group_of_full.insert(kg.get());
-                if matches!(row.value, RowValue::List(_)) {
+                let name = names.get(row.state_index as usize).unwrap_or_else(|| {
+                    panic!("{}: row names state {}", file.path, row.state_index)
+                });
+                if kind == SnapshotFileKind::Full {
                     assert!(
-                        list_rows.insert((row.state_index, row.key.to_vec(), row.namespace.to_vec())),
-                        "{}: two List rows for one (state, key, namespace)",
+                        !matches!(row.value, RowValue::Tombstone),
+                        "{}: a tombstone in a full file",
                         file.path
                     );
+                    *counts.entry(name.clone()).or_default() += 1;
+                    group_of_full.insert(kg.get());
+                    if matches!(row.value, RowValue::List(_)) {
+                        assert!(
+                            list_rows.insert((
+                                row.state_index,
+                                row.key.to_vec(),
+                                row.namespace.to_vec()
+                            )),
+                            "{}: two List rows for one (state, key, namespace)",
+                            file.path
+                        );
+                    }
                 }
             }
-        }
-        Ok(())
-    }))
+            Ok(())
+        },
+    ))
     .unwrap_or_else(|e| panic!("reading the blocks of {}: {e}", file.path));
     kind
 }
@@ -588,7 +645,11 @@ pub fn canonical_files_are_key_group_ordered<F: StateBackendFactory>(factory: &F
         let manifest = checkpoint(&job.subtasks, &storage, CheckpointId(id), kind).unwrap();
         for (subtask, handle) in manifest.subtasks.iter().zip(manifest.keyed_handles()) {
             let range = subtask.key_group_range;
-            assert_eq!(handle.key_group_range(), range, "the handle covers its subtask's range");
+            assert_eq!(
+                handle.key_group_range(),
+                range,
+                "the handle covers its subtask's range"
+            );
             let mut counts = RowCounts::new();
             let mut groups = BTreeSet::new();
             let mut full_files = 0;
@@ -604,11 +665,22 @@ pub fn canonical_files_are_key_group_ordered<F: StateBackendFactory>(factory: &F
                 continue;
             }
             // Checkpoint 1 is a full checkpoint: its one full file is the whole state.
-            assert_eq!(full_files, 1, "a full checkpoint has one full file per subtask");
+            assert_eq!(
+                full_files, 1,
+                "a full checkpoint has one full file per subtask"
+            );
             let owned = |k: &u64| range.contains(key(*k).key_group());
             let count = |name: &str| counts.get(name).copied().unwrap_or(0);
-            assert_eq!(count("dataset-value"), count_owned(&model.value, &owned), "value rows");
-            assert_eq!(count("dataset-list"), count_owned(&model.list, &owned), "one List row per (key, namespace)");
+            assert_eq!(
+                count("dataset-value"),
+                count_owned(&model.value, &owned),
+                "value rows"
+            );
+            assert_eq!(
+                count("dataset-list"),
+                count_owned(&model.list, &owned),
+                "one List row per (key, namespace)"
+            );
             let map_entries: usize = model
                 .map
                 .iter()
@@ -616,8 +688,16 @@ pub fn canonical_files_are_key_group_ordered<F: StateBackendFactory>(factory: &F
                 .map(|(_, m)| m.len())
                 .sum();
             assert_eq!(count("dataset-map"), map_entries, "one row per map entry");
-            assert_eq!(count("dataset-reducing"), count_owned(&model.reducing, &owned), "reducing rows");
-            assert_eq!(count("dataset-aggregating"), count_owned(&model.aggregating, &owned), "aggregating rows");
+            assert_eq!(
+                count("dataset-reducing"),
+                count_owned(&model.reducing, &owned),
+                "reducing rows"
+            );
+            assert_eq!(
+                count("dataset-aggregating"),
+                count_owned(&model.aggregating, &owned),
+                "aggregating rows"
+            );
             let mut expected_groups = BTreeSet::new();
             for (k, _) in model
                 .value
@@ -631,7 +711,10 @@ pub fn canonical_files_are_key_group_ordered<F: StateBackendFactory>(factory: &F
                     expected_groups.insert(key(*k).key_group().get());
                 }
             }
-            assert_eq!(groups, expected_groups, "a block for exactly the key groups holding state");
+            assert_eq!(
+                groups, expected_groups,
+                "a block for exactly the key groups holding state"
+            );
         }
     }
     if checked_files == 0 {

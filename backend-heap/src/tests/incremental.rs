@@ -1,0 +1,320 @@
+//! Change tracking and changelog deltas.
+
+use std::collections::BTreeMap;
+
+use flowstate_api::key_groups::key_group_range_for_operator;
+use flowstate_api::snapshot::{self, SnapshotFileKind};
+use flowstate_api::{
+    CheckpointId, CheckpointStorage, Error, FileRef, KeyedStateBackend, KeyedStateHandle,
+    Parallelism, SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory, StateKind,
+};
+
+use super::*;
+use crate::HeapBackendFactory;
+
+struct Fixture {
+    b: HeapBackend,
+    v: StateId,
+    l: StateId,
+    m: StateId,
+    storage: CheckpointStorage,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new(config: HeapConfig) -> Self {
+        let b = HeapBackend::new(max(), max().full_range(), config).unwrap();
+        let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+        let l = b.register_state(&meta("l", StateKind::List)).unwrap();
+        let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+        for i in 0..20 {
+            let k = key(&format!("k{i}"));
+            b.put(v, &k, b"a", format!("v{i}").as_bytes()).unwrap();
+            b.list_append(l, &k, b"a", &[b"e"]).unwrap();
+            b.map_put(m, &k, b"a", b"u1", b"x").unwrap();
+            b.map_put(m, &k, b"a", b"u2", b"w").unwrap();
+        }
+        Self {
+            b,
+            v,
+            l,
+            m,
+            storage: CheckpointStorage::in_memory(),
+            rt: runtime(),
+        }
+    }
+
+    fn checkpoint(&self, id: u64, kind: SnapshotKind) -> KeyedStateHandle {
+        let job = self
+            .b
+            .snapshot(&SnapshotRequest {
+                checkpoint_id: CheckpointId(id),
+                subtask_index: 0,
+                kind,
+            })
+            .unwrap();
+        self.rt.block_on(job.run(self.storage.clone())).unwrap()
+    }
+
+    fn complete(&self, id: u64) {
+        self.b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+    }
+
+    /// Rows of a delta file grouped by (state, key, namespace), in file order.
+    fn delta_rows(&self, file: &FileRef) -> BTreeMap<RowKey, Vec<Owned>> {
+        let info = self.rt.block_on(snapshot::read_info(&self.storage, file)).unwrap();
+        assert_eq!(info.metadata.kind, SnapshotFileKind::Delta);
+        let ids: Vec<StateId> = info
+            .metadata
+            .states
+            .iter()
+            .map(|m| self.b.register_state(m).unwrap())
+            .collect();
+        let mut out: BTreeMap<RowKey, Vec<Owned>> = BTreeMap::new();
+        let range = info.metadata.key_group_range;
+        self.rt
+            .block_on(snapshot::read_blocks(&self.storage, file, &info, &range, |_, rows| {
+                for row in rows {
+                    let (k, v) = owned(&StateRow {
+                        state: ids[row.state_index as usize],
+                        key: row.key,
+                        namespace: row.namespace,
+                        value: row.value,
+                    });
+                    out.entry(k).or_default().push(v);
+                }
+                Ok(())
+            }))
+            .unwrap();
+        out
+    }
+
+    fn restore(&self, handles: &[KeyedStateHandle], parallelism: u32) -> Vec<HeapBackend> {
+        let p = Parallelism::new(parallelism).unwrap();
+        (0..parallelism)
+            .map(|i| {
+                let range = key_group_range_for_operator(max(), p, i).unwrap();
+                self.rt
+                    .block_on(HeapBackendFactory::new().restore(max(), range, &self.storage, handles))
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+fn chain(handle: &KeyedStateHandle) -> (FileRef, Vec<FileRef>) {
+    match handle {
+        KeyedStateHandle::Changelog { base, deltas, .. } => (base.clone(), deltas.clone()),
+        other => panic!("expected a changelog handle: {other:?}"),
+    }
+}
+
+fn rk(state: StateId, k: &str) -> RowKey {
+    (state, k.as_bytes().to_vec(), b"a".to_vec())
+}
+
+/// The whole content of backends (restored subtasks together), as full-view rows.
+fn content(backends: &[HeapBackend]) -> BTreeMap<RowKey, Vec<Owned>> {
+    let mut out = BTreeMap::new();
+    for b in backends {
+        out.extend(dump(&b.snapshot_view()));
+    }
+    out
+}
+
+#[test]
+fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
+    let f = Fixture::new(HeapConfig::default());
+    let (v, l, m) = (f.v, f.l, f.m);
+    let first = f.checkpoint(1, SnapshotKind::Incremental);
+    let (base, deltas) = chain(&first);
+    assert!(deltas.is_empty(), "the first incremental checkpoint is a base");
+    assert!(base.shared && base.path.starts_with("shared/"));
+    f.complete(1);
+    assert_eq!(f.b.stats().change_records, 0, "a completed base holds every change");
+
+    let b = &f.b;
+    b.put(v, &key("k0"), b"a", b"new").unwrap();
+    b.remove(v, &key("k1"), b"a").unwrap();
+    b.list_append(l, &key("k2"), b"a", &[b"more"]).unwrap();
+    b.map_remove(m, &key("k3"), b"a", b"u1").unwrap();
+    b.remove(m, &key("k4"), b"a").unwrap();
+    b.put(v, &key("fresh"), b"a", b"f").unwrap();
+    b.put(v, &key("k5"), b"a", b"tmp").unwrap();
+    b.put(v, &key("k5"), b"a", b"v5").unwrap();
+    b.put(v, &key("gone"), b"a", b"g").unwrap();
+    b.remove(v, &key("gone"), b"a").unwrap();
+    // Absent things removed: no change.
+    b.remove(v, &key("never"), b"a").unwrap();
+    b.map_remove(m, &key("k6"), b"a", b"no-such-user-key").unwrap();
+
+    let second = f.checkpoint(2, SnapshotKind::Incremental);
+    let (base2, deltas) = chain(&second);
+    assert_eq!(base2, base);
+    assert_eq!(deltas.len(), 1);
+    let rows = f.delta_rows(&deltas[0]);
+    use Owned::*;
+    let expected: BTreeMap<RowKey, Vec<Owned>> = [
+        (rk(v, "k0"), vec![Tombstone, Value(b"new".to_vec())]),
+        (rk(v, "k1"), vec![Tombstone]),
+        (rk(l, "k2"), vec![Tombstone, List(list(&[b"e", b"more"]))]),
+        (rk(m, "k3"), vec![Tombstone, MapEntry(b"u2".to_vec(), b"w".to_vec())]),
+        (rk(m, "k4"), vec![Tombstone]),
+        (rk(v, "fresh"), vec![Tombstone, Value(b"f".to_vec())]),
+        (rk(v, "k5"), vec![Tombstone, Value(b"v5".to_vec())]),
+        (rk(v, "gone"), vec![Tombstone]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rows, expected);
+
+    // base + delta restores the current state, at any parallelism.
+    let now = content(std::slice::from_ref(&f.b));
+    for parallelism in [1, 3] {
+        assert_eq!(content(&f.restore(&[second.clone()], parallelism)), now);
+    }
+}
+
+#[test]
+fn aborted_and_pending_checkpoints_keep_their_changes_for_the_next_delta() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    f.b.put(v, &key("A"), b"a", b"a").unwrap();
+    f.checkpoint(2, SnapshotKind::Incremental);
+    f.b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
+    f.b.put(v, &key("B"), b"a", b"b").unwrap();
+    f.checkpoint(3, SnapshotKind::Incremental); // stays pending
+    f.b.put(v, &key("C"), b"a", b"c").unwrap();
+    let fourth = f.checkpoint(4, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&fourth);
+    assert_eq!(deltas.len(), 1, "a delta on base 1: 2 was aborted, 3 never completed");
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B"), rk(v, "C")]);
+    f.complete(4);
+    f.b.put(v, &key("D"), b"a", b"d").unwrap();
+    let fifth = f.checkpoint(5, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&fifth);
+    assert_eq!(deltas.len(), 2);
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[1]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "D")]);
+    assert_eq!(content(&f.restore(&[fifth], 2)), content(std::slice::from_ref(&f.b)));
+}
+
+#[test]
+fn a_full_checkpoint_is_no_delta_base() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    f.b.put(v, &key("A"), b"a", b"a").unwrap();
+    let full = f.checkpoint(2, SnapshotKind::Full);
+    assert!(matches!(full, KeyedStateHandle::Canonical { .. }));
+    f.complete(2);
+    f.b.put(v, &key("B"), b"a", b"b").unwrap();
+    let third = f.checkpoint(3, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&third);
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B")]);
+}
+
+#[test]
+fn writes_after_the_capture_are_not_in_the_delta_but_in_the_next() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    f.b.put(v, &key("A"), b"a", b"1").unwrap();
+    let job = f
+        .b
+        .snapshot(&SnapshotRequest {
+            checkpoint_id: CheckpointId(2),
+            subtask_index: 0,
+            kind: SnapshotKind::Incremental,
+        })
+        .unwrap();
+    f.b.put(v, &key("A"), b"a", b"2").unwrap();
+    f.b.put(v, &key("N"), b"a", b"n").unwrap();
+    f.b.remove(v, &key("k0"), b"a").unwrap();
+    let second = f.rt.block_on(job.run(f.storage.clone())).unwrap();
+    let (_, deltas) = chain(&second);
+    use Owned::*;
+    let rows = f.delta_rows(&deltas[0]);
+    assert_eq!(
+        rows,
+        [(rk(v, "A"), vec![Tombstone, Value(b"1".to_vec())])].into_iter().collect()
+    );
+    f.complete(2);
+    let third = f.checkpoint(3, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&third);
+    let rows = f.delta_rows(&deltas[1]);
+    let expected: BTreeMap<RowKey, Vec<Owned>> = [
+        (rk(v, "A"), vec![Tombstone, Value(b"2".to_vec())]),
+        (rk(v, "N"), vec![Tombstone, Value(b"n".to_vec())]),
+        (rk(v, "k0"), vec![Tombstone]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn change_records_are_dropped_on_completion_but_kept_for_a_live_delta_view() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    f.b.put(v, &key("A"), b"a", b"a").unwrap();
+    let view = f.b.delta_view(CheckpointId(1)).unwrap();
+    assert!(view.is_delta());
+    f.checkpoint(2, SnapshotKind::Incremental);
+    f.complete(2);
+    // The live view is a delta since 1: A's record must survive checkpoint 2's completion.
+    assert_eq!(f.b.stats().change_records, 1);
+    let rows = dump(&view);
+    assert_eq!(rows.keys().cloned().collect::<Vec<_>>(), vec![rk(v, "A")]);
+    drop(view);
+    assert_eq!(f.b.stats().change_records, 0);
+    assert!(matches!(
+        f.b.delta_view(CheckpointId(1)),
+        Err(Error::CheckpointState { id: 1, .. })
+    ));
+    assert!(f.b.delta_view(CheckpointId(2)).is_ok());
+}
+
+#[test]
+fn without_change_tracking_incremental_checkpoints_are_full() {
+    let f = Fixture::new(HeapConfig {
+        change_tracking: false,
+        ..HeapConfig::default()
+    });
+    assert_eq!(f.b.stats().change_records, 0);
+    let handle = f.checkpoint(1, SnapshotKind::Incremental);
+    assert!(matches!(handle, KeyedStateHandle::Canonical { .. }), "{handle:?}");
+    f.complete(1);
+    assert!(matches!(f.b.delta_view(CheckpointId(1)), Err(Error::Config(_))));
+}
+
+#[test]
+fn chains_rebase_after_the_policy_limit() {
+    let f = Fixture::new(HeapConfig {
+        changelog: flowstate_api::changelog::ChangelogPolicy {
+            max_deltas: 2,
+            max_delta_bytes_ratio: 100.0,
+        },
+        ..HeapConfig::default()
+    });
+    let mut bases = Vec::new();
+    for id in 1..=6u64 {
+        f.b.put(f.v, &key("k0"), b"a", &id.to_le_bytes()).unwrap();
+        let handle = f.checkpoint(id, SnapshotKind::Incremental);
+        f.complete(id);
+        let (base, deltas) = chain(&handle);
+        bases.push((base.path, deltas.len()));
+        assert_eq!(content(&f.restore(&[handle], 1)), content(std::slice::from_ref(&f.b)));
+    }
+    let lengths: Vec<usize> = bases.iter().map(|(_, n)| *n).collect();
+    assert_eq!(lengths, vec![0, 1, 2, 0, 1, 2]);
+    assert_ne!(bases[0].0, bases[3].0);
+}

@@ -1,0 +1,135 @@
+//! The heap backend and its raw baseline, a `DashMap`.
+//!
+//! The baseline is the plainest fast use of the engine the heap backend is built on: one
+//! `DashMap<Vec<u8>, Vec<u8>>` keyed by the same serialized key bytes the backend keys its
+//! entries by (the namespace is empty), holding the same value bytes, with the same hasher
+//! (foldhash; dashmap's default SipHash would make the baseline slower than it need be).
+//! Reads decode the value in place, updates rewrite the value buffer in place (as the backend
+//! does), inserts clone the precomputed key into the map.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use flowstate_api::{MaxParallelism, StateBackendFactory};
+use flowstate_heap::HeapBackendFactory;
+
+use crate::error::{BenchError, Result};
+use crate::value::{
+    decode_value, encode_value, initial_value, key_bytes, BackendUnderTest, FlowstateValue, KeyWalk, ValueStore,
+    Workload, MAX_VALUE_BYTES,
+};
+
+/// An empty heap backend (default configuration) owning every key group of `max`.
+pub fn open(max: MaxParallelism) -> Result<BackendUnderTest> {
+    let backend = HeapBackendFactory::new().create(max, max.full_range())?;
+    Ok(BackendUnderTest {
+        name: "heap",
+        backend: Arc::new(backend),
+        after_writes: None,
+        settle: None,
+        keep_alive: Vec::new(),
+    })
+}
+
+/// A heap backend preloaded with the workload.
+pub fn flowstate(workload: Arc<Workload>) -> Result<FlowstateValue> {
+    FlowstateValue::preload(open(workload.max_parallelism())?, workload)
+}
+
+type RawMap = DashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState>;
+
+/// Raw `DashMap` baseline of the heap backend.
+pub struct RawDashMap {
+    map: RawMap,
+    keys: Vec<Vec<u8>>,
+    preload: usize,
+    version: u64,
+}
+
+impl std::fmt::Debug for RawDashMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawDashMap")
+            .field("entries", &self.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawDashMap {
+    /// A map preloaded with the workload's keys and values.
+    pub fn preload(workload: &Workload) -> Result<Self> {
+        let map = RawMap::with_hasher(foldhash::fast::RandomState::default());
+        let keys = key_bytes(workload);
+        let mut buf = [0u8; MAX_VALUE_BYTES];
+        for (i, key) in keys.iter().take(workload.preload()).enumerate() {
+            map.insert(key.clone(), encode_value(initial_value(i), &mut buf)?.to_vec());
+        }
+        Ok(Self {
+            map,
+            keys,
+            preload: workload.preload(),
+            version: 0,
+        })
+    }
+
+    #[inline]
+    fn put(&self, index: usize, value: u64) -> Result<()> {
+        let mut buf = [0u8; MAX_VALUE_BYTES];
+        let bytes = encode_value(value, &mut buf)?;
+        let key = &self.keys[index];
+        if let Some(mut slot) = self.map.get_mut(key.as_slice()) {
+            slot.clear();
+            slot.extend_from_slice(bytes);
+        } else {
+            self.map.insert(key.clone(), bytes.to_vec());
+        }
+        Ok(())
+    }
+}
+
+impl ValueStore for RawDashMap {
+    fn name(&self) -> &str {
+        "raw_dashmap"
+    }
+
+    fn get_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<u64> {
+        let mut sum = 0u64;
+        for _ in 0..count {
+            let i = walk.next();
+            let value = match self.map.get(self.keys[i].as_slice()) {
+                Some(bytes) => decode_value(&bytes)?,
+                None => {
+                    return Err(BenchError::MissingKey {
+                        subject: self.name().into(),
+                        index: i,
+                    })
+                }
+            };
+            sum = sum.wrapping_add(value);
+        }
+        Ok(sum)
+    }
+
+    fn update_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<()> {
+        self.version += 1;
+        for _ in 0..count {
+            let i = walk.next();
+            self.put(i, initial_value(i) + self.version)?;
+        }
+        Ok(())
+    }
+
+    fn insert_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
+        for j in fresh {
+            self.put(self.preload + j, j as u64)?;
+        }
+        Ok(())
+    }
+
+    fn remove_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
+        for j in fresh {
+            self.map.remove(self.keys[self.preload + j].as_slice());
+        }
+        Ok(())
+    }
+}

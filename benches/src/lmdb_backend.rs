@@ -1,0 +1,182 @@
+//! The LMDB backend and its raw baseline, `heed` used directly.
+//!
+//! Both sides open their environment with the options the backend exports
+//! ([`LmdbConfig::env_open_options`] of the default configuration: map size, `NO_SYNC`,
+//! `NO_META_SYNC`, `NO_READ_AHEAD`, no TLS readers) and keep their data in a named database
+//! (`state-0`, the backend's name for its first state) under exactly the key bytes the backend
+//! stores ([`flowstate_lmdb::keys::value_key`]), computed once per key up front.
+//!
+//! Batching is the same on both sides: the backend buffers writes and commits one write
+//! transaction per [`LmdbConfig::write_buffer_entries`] writes; the baseline keeps one write
+//! transaction open and commits it after as many puts. Each measured batch of writes ends
+//! committed on both sides (the backend is flushed, the baseline commits). Reads go through one
+//! read transaction per batch on the baseline, through the backend's cached one on ours.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use flowstate_api::{MaxParallelism, StateBackendFactory};
+use flowstate_lmdb::keys::value_key;
+use flowstate_lmdb::{LmdbBackendFactory, LmdbConfig};
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, WithoutTls};
+
+use crate::error::{BenchError, Result};
+use crate::rocksdb_backend::temp_dir;
+use crate::value::{
+    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk, ValueStore, Workload,
+    MAX_VALUE_BYTES,
+};
+
+/// The database the backend creates for its first registered state; the baseline uses the
+/// same name.
+pub const RAW_DATABASE: &str = "state-0";
+
+/// An empty LMDB backend (default configuration) owning every key group of `max`; its write
+/// buffer is flushed after every batch of writes and when settling.
+pub fn open(max: MaxParallelism) -> Result<BackendUnderTest> {
+    let factory = LmdbBackendFactory::temporary(LmdbConfig::default())?;
+    let backend = Arc::new(factory.create(max, max.full_range())?);
+    let flushed = backend.clone();
+    let settled = backend.clone();
+    Ok(BackendUnderTest {
+        name: "lmdb",
+        backend,
+        after_writes: Some(Box::new(move || Ok(flushed.flush()?))),
+        settle: Some(Box::new(move || Ok(settled.flush()?))),
+        keep_alive: vec![Box::new(factory)],
+    })
+}
+
+/// An LMDB backend preloaded with the workload.
+pub fn flowstate(workload: Arc<Workload>) -> Result<FlowstateValue> {
+    FlowstateValue::preload(open(workload.max_parallelism())?, workload)
+}
+
+/// Raw heed baseline of the LMDB backend.
+pub struct RawHeed {
+    env: Env<WithoutTls>,
+    db: Database<Bytes, Bytes>,
+    keys: Vec<Vec<u8>>,
+    preload: usize,
+    /// Puts per write transaction (the backend's write-buffer size).
+    batch: usize,
+    version: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RawHeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawHeed")
+            .field("path", &self.env.path())
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawHeed {
+    /// An environment preloaded with the workload's keys and values.
+    pub fn preload(workload: &Workload) -> Result<Self> {
+        let config = LmdbConfig::default();
+        let dir = temp_dir("flowstate-bench-raw-lmdb-")?;
+        // SAFETY: the directory is new, so no other environment has it open; the flags only
+        // relax durability of a disposable benchmark database.
+        let env = unsafe { config.env_open_options().open(dir.path()) }?;
+        let wtxn = env.write_txn()?;
+        let db = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| {
+                opener
+                    .database_options()
+                    .types::<Bytes, Bytes>()
+                    .name(RAW_DATABASE)
+                    .create(wtxn)
+                    .map(CommitOrAbort::<_, ()>::Commit)
+            })?
+            .unwrap_commit();
+        let keys = workload
+            .contexts()
+            .iter()
+            .map(|c| value_key(c, &[]))
+            .collect();
+        let mut this = Self {
+            env,
+            db,
+            keys,
+            preload: workload.preload(),
+            batch: config.write_buffer_entries,
+            version: 0,
+            _dir: dir,
+        };
+        this.write_all(0..workload.preload(), initial_value)?;
+        Ok(this)
+    }
+
+    /// Puts `value(index)` under every key of `indices`, committing every `batch` puts and at
+    /// the end.
+    fn write_all(
+        &mut self,
+        indices: impl Iterator<Item = usize>,
+        value: impl Fn(usize) -> u64,
+    ) -> Result<()> {
+        let mut buf = [0u8; MAX_VALUE_BYTES];
+        let mut wtxn = self.env.write_txn()?;
+        let mut pending = 0;
+        for i in indices {
+            let bytes = encode_value(value(i), &mut buf)?;
+            self.db.put(&mut wtxn, &self.keys[i], bytes)?;
+            pending += 1;
+            if pending == self.batch {
+                wtxn.commit()?;
+                wtxn = self.env.write_txn()?;
+                pending = 0;
+            }
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+}
+
+impl ValueStore for RawHeed {
+    fn name(&self) -> &str {
+        "raw_heed"
+    }
+
+    fn get_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<u64> {
+        let rtxn = self.env.read_txn()?;
+        let mut sum = 0u64;
+        for _ in 0..count {
+            let i = walk.next();
+            let value = match self.db.get(&rtxn, &self.keys[i])? {
+                Some(bytes) => decode_value(bytes)?,
+                None => {
+                    return Err(BenchError::MissingKey {
+                        subject: self.name().into(),
+                        index: i,
+                    })
+                }
+            };
+            sum = sum.wrapping_add(value);
+        }
+        Ok(sum)
+    }
+
+    fn update_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<()> {
+        self.version += 1;
+        let version = self.version;
+        self.write_all((0..count).map(|_| walk.next()), |i| initial_value(i) + version)
+    }
+
+    fn insert_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
+        let preload = self.preload;
+        self.write_all(fresh.map(|j| preload + j), |i| (i - preload) as u64)
+    }
+
+    fn remove_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        for j in fresh {
+            self.db.delete(&mut wtxn, &self.keys[self.preload + j])?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+}
