@@ -234,6 +234,7 @@ impl Cell {
 
     /// The version a snapshot of epoch `epoch` sees.
     pub(crate) fn read_at(&self, epoch: u64) -> Option<&[u8]> {
+        if epoch > 0 { return self.current.as_deref(); }
         if self.stamp <= epoch {
             return self.current.as_deref();
         }

@@ -73,9 +73,9 @@
 //! - **Incremental** (native): the synchronous part creates a RocksDB checkpoint (memtable
 //!   flush, then hard links to the immutable SST files) in the instance directory. The
 //!   asynchronous part uploads the SSTs that the last *completed* checkpoint of this backend
-//!   did not already upload, under `shared/rocksdb-<instance uuid>-<sst name>` (SST numbers are
-//!   never reused within an instance, and the uuid is unique per instance, so the name
-//!   identifies the content), reuses the [`flowstate_api::FileRef`]s of the others, and uploads
+//!   did not already upload, under `shared/rocksdb-<instance uuid>-<checkpoint id>-<sst name>`
+//!   (unique per upload: an SST re-uploaded after an aborted checkpoint never shares a path
+//!   with the aborted upload, which the coordinator may be deleting), reuses the [`flowstate_api::FileRef`]s of the others, and uploads
 //!   MANIFEST, CURRENT and OPTIONS as files of that checkpoint only. The handle is
 //!   [`flowstate_api::KeyedStateHandle::Native`] with metadata listing the states (name ->
 //!   column family) and every SST's column family, level and key-group span (read from the

@@ -231,9 +231,13 @@ impl NativeSnapshotJob {
                 let uploaded = match self.base.get(&local_name) {
                     Some(reused) => reused.clone(),
                     None => {
+                        // The checkpoint id makes every upload's name unique: a file an
+                        // aborted checkpoint uploaded may be deleted by the coordinator while
+                        // a later checkpoint uploads the same SST again.
                         let path = CheckpointStorage::shared_path(&format!(
-                            "rocksdb-{}-{local_name}",
-                            self.instance_id
+                            "rocksdb-{}-{:020}-{local_name}",
+                            self.instance_id,
+                            id.get()
                         ));
                         let bytes = read_local(&entry.path())?;
                         let crc32c = crc32c::crc32c(&bytes);

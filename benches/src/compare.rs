@@ -218,3 +218,29 @@ pub fn all_backends(workload: &Arc<Workload>) -> Result<Vec<CompareSubject>> {
         CompareSubject::preload(crate::lmdb_backend::open(max)?, workload.clone())?,
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_runs_the_comparison_and_keeps_its_state() {
+        let workload = Workload::new(2_000, 200).unwrap();
+        let mut subjects = all_backends(&workload).unwrap();
+        let mut sums = Vec::new();
+        for subject in &mut subjects {
+            subject.check().unwrap();
+            let mut walk = workload.walk();
+            time_list_appends(subject, &mut walk, 5_000, 700).unwrap();
+            subject.list_append(&[0, 1]).unwrap();
+            let list = subject.list.get(workload.key(0)).unwrap().unwrap_or_default();
+            assert_eq!(list.len(), 2, "{}: {list:?}", subject.name());
+            subject.list_reset(&[0, 1]).unwrap();
+            time_map_puts(subject, &mut workload.walk(), 2_000).unwrap();
+            sums.push(subject.map_get_many(&mut workload.walk(), 2_000).unwrap());
+            subject.check().unwrap();
+        }
+        // Same operations, same values, whatever the backend.
+        assert!(sums.windows(2).all(|w| w[0] == w[1]), "{sums:?}");
+    }
+}

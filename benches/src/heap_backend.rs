@@ -133,3 +133,19 @@ impl ValueStore for RawDashMap {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::assert_same_behaviour;
+
+    #[test]
+    fn the_baseline_does_what_the_backend_does() {
+        let workload = Workload::new(3_000, 300).unwrap();
+        let mut ours = flowstate(workload.clone()).unwrap();
+        let mut raw = RawDashMap::preload(&workload).unwrap();
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
+        ours.set_layer(crate::value::Layer::Bytes);
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
+    }
+}

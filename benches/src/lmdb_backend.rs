@@ -56,7 +56,7 @@ pub fn flowstate(workload: Arc<Workload>) -> Result<FlowstateValue> {
 /// Raw heed baseline of the LMDB backend.
 pub struct RawHeed {
     env: Env<WithoutTls>,
-    db: Database<Bytes, Bytes>,
+    db: Database<'static, Bytes, Bytes>,
     keys: Vec<Vec<u8>>,
     preload: usize,
     /// Puts per write transaction (the backend's write-buffer size).
@@ -178,5 +178,21 @@ impl ValueStore for RawHeed {
         }
         wtxn.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::assert_same_behaviour;
+
+    #[test]
+    fn the_baseline_does_what_the_backend_does() {
+        let workload = Workload::new(3_000, 300).unwrap();
+        let mut ours = flowstate(workload.clone()).unwrap();
+        let mut raw = RawHeed::preload(&workload).unwrap();
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
+        ours.set_layer(crate::value::Layer::Bytes);
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
     }
 }

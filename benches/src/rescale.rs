@@ -411,3 +411,21 @@ fn download(
     std::fs::write(&target, &bytes)
         .map_err(|e| BenchError::io(format!("writing {}", target.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_and_naive_restores_agree_on_every_key() {
+        let fixture = RescaleFixture::build(2_000).unwrap();
+        assert!(fixture.checkpoint_bytes(Rescale::OneToTwo) > 0);
+        assert!(fixture.checkpoint_bytes(Rescale::TwoToOne) > 0);
+        fixture.verify().unwrap();
+        // Each new subtask of 1 -> 2 scans the whole old snapshot and keeps its share.
+        let naive = fixture.restore_naive(Rescale::OneToTwo).unwrap();
+        assert_eq!(naive.len(), 2);
+        assert!(naive.iter().all(|n| n.scanned >= 2_000 && n.keys > 0));
+        assert_eq!(naive.iter().map(|n| n.keys).sum::<u64>(), 2_000);
+    }
+}

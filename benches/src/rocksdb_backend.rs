@@ -116,9 +116,9 @@ impl RawRocksDb {
         };
         let cf = this.cf()?;
         let mut buf = [0u8; MAX_VALUE_BYTES];
-        for i in 0..workload.preload() {
+        for (i, key) in this.keys.iter().take(this.preload).enumerate() {
             let value = encode_value(initial_value(i), &mut buf)?;
-            this.db.put_cf_opt(cf, &this.keys[i], value, &this.write)?;
+            this.db.put_cf_opt(cf, key, value, &this.write)?;
         }
         this.db.flush_cf(cf)?;
         this.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
@@ -191,5 +191,21 @@ impl ValueStore for RawRocksDb {
                 .delete_cf_opt(cf, &self.keys[self.preload + j], &self.write)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::assert_same_behaviour;
+
+    #[test]
+    fn the_baseline_does_what_the_backend_does() {
+        let workload = Workload::new(3_000, 300).unwrap();
+        let mut ours = flowstate(workload.clone()).unwrap();
+        let mut raw = RawRocksDb::preload(&workload).unwrap();
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
+        ours.set_layer(crate::value::Layer::Bytes);
+        assert_same_behaviour(&mut ours, &mut raw, &workload);
     }
 }

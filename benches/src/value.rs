@@ -434,6 +434,33 @@ pub fn codec_matches(value: u64) -> Result<bool> {
     Ok(SerdeCodec::<u64>::new().to_bytes(&value)? == raw)
 }
 
+/// Runs the same operations on `ours` and `raw` and checks that both hold the same values
+/// afterwards: the baseline does the work flowstate does, no more and no less.
+#[cfg(test)]
+pub(crate) fn assert_same_behaviour(
+    ours: &mut dyn ValueStore,
+    raw: &mut dyn ValueStore,
+    workload: &Workload,
+) {
+    let n = workload.preload() as u64;
+    for store in [&mut *ours, &mut *raw] {
+        check_preloaded(store, workload).unwrap();
+        // Every key twice and a bit: versions differ per call, as they would per record.
+        store.update_many(&mut workload.walk(), n).unwrap();
+        store.update_many(&mut workload.walk(), n + n / 3).unwrap();
+        store.insert_fresh(0..workload.fresh()).unwrap();
+    }
+    let sums = [&mut *ours, &mut *raw].map(|s| s.get_many(&mut workload.walk(), n).unwrap());
+    assert_eq!(sums[0], sums[1], "{} and {} differ", ours.name(), raw.name());
+    for store in [&mut *ours, &mut *raw] {
+        store.remove_fresh(0..workload.fresh()).unwrap();
+        // Inserting again creates the keys again.
+        let elapsed = time_inserts(store, workload.fresh() as u64 * 2, workload.fresh()).unwrap();
+        assert!(elapsed > Duration::ZERO);
+        check_preloaded(store, workload).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

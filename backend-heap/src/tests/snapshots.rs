@@ -196,18 +196,32 @@ fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
             .unwrap();
         }
         for t in 0..2 {
-            let rounds: Vec<u32> = (0..KEYS)
-                .map(|i| values.get(format!("w{t}-{i}").as_bytes()).copied().unwrap_or(0))
-                .collect();
-            let top = rounds[0];
-            let split = rounds.iter().take_while(|r| **r == top).count();
-            assert!(
-                rounds[split..].iter().all(|r| *r + 1 == top),
-                "writer {t}: not a consistent cut: {rounds:?}"
-            );
-            for (i, round) in rounds.iter().enumerate() {
-                let list = lists.get(format!("w{t}-{i}").as_bytes()).cloned().unwrap_or_default();
-                assert_eq!(list, (1..=*round).collect::<Vec<_>>(), "writer {t} key {i}");
+            // Writer t's operations form one sequence: round r, key i: put is operation
+            // 2 * ((r - 1) * KEYS + i), append the one after. A consistent cut shows exactly a
+            // prefix of it: every operation up to the last one seen, none after.
+            let op = |round: u32, i: usize, append: bool| -> i64 {
+                2 * ((round as i64 - 1) * KEYS as i64 + i as i64) + i64::from(append)
+            };
+            let mut observed = Vec::new();
+            for i in 0..KEYS {
+                let name = format!("w{t}-{i}");
+                let round = values.get(name.as_bytes()).copied().unwrap_or(0);
+                let list = lists.get(name.as_bytes()).cloned().unwrap_or_default();
+                let appended = list.len() as u32;
+                assert_eq!(list, (1..=appended).collect::<Vec<_>>(), "writer {t} key {i}: list");
+                observed.push((round, appended));
+            }
+            let last_seen = observed
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (round, appended))| [op(*round, i, false), op(*appended, i, true)])
+                .max()
+                .unwrap();
+            for (i, (round, appended)) in observed.iter().enumerate() {
+                assert!(
+                    op(round + 1, i, false) > last_seen && op(appended + 1, i, true) > last_seen,
+                    "writer {t}: not a consistent cut at key {i}: {observed:?}"
+                );
             }
         }
     }
