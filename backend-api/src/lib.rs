@@ -21,6 +21,7 @@ pub mod changelog;
 pub mod codec;
 pub mod error;
 pub mod key_groups;
+pub mod key_layout;
 pub mod lifecycle;
 pub mod list_encoding;
 pub mod operator;

@@ -15,7 +15,8 @@
 //!
 //! The **registry** is derived from the manifests, the source of truth, and rebuilt from them
 //! by [`open`](CheckpointLifecycle::open) after a restart; a copy is written to
-//! `_shared_registry.json` for operators and tools. A shared file that became unreferenced is
+//! `_shared_registry.json` for operators and tools (and read back for each file's creating
+//! checkpoint, which may have been dropped by retention; a damaged copy is ignored). A shared file that became unreferenced is
 //! deleted only while no checkpoint is pending (a pending checkpoint may have been planned on
 //! an older base and still reference it); until then, and after a failed delete, it waits in
 //! the deferred set and is retried at the next `complete`, `abort` or `collect_garbage`. A
@@ -159,6 +160,17 @@ impl CheckpointLifecycle {
         let mut registry = SharedStateRegistry::default();
         for manifest in completed.values() {
             registry.register(manifest);
+        }
+        // References come from the manifests; who created a file may be a checkpoint retention
+        // has dropped since, which only the registry copy still knows.
+        if let Ok(bytes) = storage.get(REGISTRY_FILE).await {
+            if let Ok(copy) = serde_json::from_slice::<SharedStateRegistry>(&bytes) {
+                for (path, entry) in &mut registry.files {
+                    if let Some(old) = copy.files.get(path) {
+                        entry.created_by = entry.created_by.min(old.created_by);
+                    }
+                }
+            }
         }
         let mut lifecycle = Self {
             storage,

@@ -33,6 +33,7 @@ use crate::backend::BoxFuture;
 use crate::checkpoint::{CheckpointStorage, FileRef, KeyedStateHandle};
 use crate::error::{Error, Result};
 use crate::key_groups::{KeyGroup, KeyGroupRange, MaxParallelism};
+use crate::key_layout::{push_varint as put_varint, read_varint};
 use crate::state::{StateId, StateMetadata};
 
 /// The snapshot format version this build writes and the newest it reads.
@@ -81,14 +82,6 @@ pub struct SnapshotStats {
     pub rows: u64,
     pub key_groups: u32,
     pub bytes: u64,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -156,15 +149,8 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(a))
     }
     fn varint(&mut self) -> Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            value |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(Error::corrupt(self.what, "varint longer than 10 bytes"))
+        read_varint(&mut self.bytes)
+            .ok_or_else(|| Error::corrupt(self.what, "truncated or overlong varint"))
     }
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.varint()?;
@@ -533,6 +519,33 @@ pub async fn restore_file<B: KeyedStateBackend + ?Sized>(
     .await
 }
 
+/// Fails with [`Error::MaxParallelismMismatch`] unless the handles were written at `max`.
+/// Checked on the first handle even when no handle overlaps the target range: a job restored
+/// with another max parallelism must fail loudly, not come up empty.
+pub async fn check_max_parallelism(
+    max: MaxParallelism,
+    storage: &CheckpointStorage,
+    handles: &[KeyedStateHandle],
+) -> Result<()> {
+    let found = match handles.first() {
+        None => return Ok(()),
+        Some(KeyedStateHandle::Native {
+            max_parallelism, ..
+        }) => *max_parallelism,
+        Some(KeyedStateHandle::Canonical { file, .. })
+        | Some(KeyedStateHandle::Changelog { base: file, .. }) => {
+            read_info(storage, file).await?.metadata.max_parallelism
+        }
+    };
+    if found != max {
+        return Err(Error::MaxParallelismMismatch {
+            snapshot: found.get(),
+            configured: max.get(),
+        });
+    }
+    Ok(())
+}
+
 /// Restores every canonical or changelog handle into `backend`, reading only the key groups
 /// of the backend's range. Handles whose range does not overlap are not read at all.
 pub async fn restore_into<B: KeyedStateBackend + ?Sized>(
@@ -541,6 +554,7 @@ pub async fn restore_into<B: KeyedStateBackend + ?Sized>(
     handles: &[KeyedStateHandle],
 ) -> Result<()> {
     let target = backend.key_group_range();
+    check_max_parallelism(backend.max_parallelism(), storage, handles).await?;
     for handle in handles {
         let overlaps = handle.key_group_range().intersection(&target).is_some();
         match handle {

@@ -1,17 +1,19 @@
 //! [`HeapBackend`]: keyed state in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use flowstate_api::changelog::{ChangelogChain, ChangelogPlan, ChangelogPolicy, ChangelogSnapshotJob};
+use flowstate_api::changelog::{
+    ChangelogChain, ChangelogPlan, ChangelogPolicy, ChangelogSnapshotJob,
+};
 use flowstate_api::key_groups::key_group_for_key_bytes;
 use flowstate_api::list_encoding;
 use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::{StateRegistry, StorageLayout};
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, Error, KeyContext, KeyGroup, KeyGroupRange,
-    KeyedStateBackend, MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind,
-    SnapshotRequest, StateBackend, StateId, StateKind, StateMetadata, StateRow,
+    CheckpointId, CheckpointStorage, Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend,
+    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
+    StateId, StateKind, StateMetadata, StateRow,
 };
 use parking_lot::Mutex;
 
@@ -74,6 +76,11 @@ pub(crate) struct Checkpoints {
     forgotten_through: u64,
     /// `since` epochs of live delta views: their changes are kept until the view is dropped.
     delta_floors: BTreeMap<u64, usize>,
+    /// Full (canonical) checkpoints taken and not yet completed or aborted.
+    pending_full: BTreeSet<CheckpointId>,
+    /// The newest completed full checkpoint: once it is newer than the chain's base,
+    /// retention may delete the chain's files, so the next incremental checkpoint re-bases.
+    newest_full_completed: Option<CheckpointId>,
 }
 
 pub(crate) struct Inner {
@@ -107,6 +114,24 @@ impl std::fmt::Debug for HeapBackend {
             .field("key_group_range", &self.inner.range)
             .field("states", &self.inner.registry.len())
             .finish()
+    }
+}
+
+/// Where a write goes: (key group, key, namespace).
+#[derive(Clone, Copy)]
+struct Addr<'a> {
+    key_group: KeyGroup,
+    key: &'a [u8],
+    namespace: &'a [u8],
+}
+
+impl<'a> Addr<'a> {
+    fn of(key: &'a KeyContext, namespace: &'a [u8]) -> Self {
+        Self {
+            key_group: key.key_group(),
+            key: key.key(),
+            namespace,
+        }
     }
 }
 
@@ -278,7 +303,11 @@ impl Inner {
     }
 
     #[inline]
-    fn create_table<'a, V>(&self, tables: &'a KgTables<V>, key_group: KeyGroup) -> Result<&'a KgTable<V>> {
+    fn create_table<'a, V>(
+        &self,
+        tables: &'a KgTables<V>,
+        key_group: KeyGroup,
+    ) -> Result<&'a KgTable<V>> {
         tables
             .get_or_create(key_group)
             .ok_or_else(|| not_owned(key_group, self.range))
@@ -291,16 +320,14 @@ impl Inner {
     fn set_bytes(
         &self,
         tables: &KgTables<Cell>,
-        key_group: KeyGroup,
-        key: &[u8],
-        namespace: &[u8],
+        at: Addr<'_>,
         bytes: &[u8],
         user_write: bool,
     ) -> Result<()> {
-        let table = self.create_table(tables, key_group)?;
+        let table = self.create_table(tables, at.key_group)?;
         table.write(
-            key,
-            namespace,
+            at.key,
+            at.namespace,
             &self.epochs,
             self.track(user_write),
             |cell, e| cell.replace_with(e, |b| b.extend_from_slice(bytes)).into(),
@@ -309,18 +336,11 @@ impl Inner {
         Ok(())
     }
 
-    fn remove_bytes(
-        &self,
-        tables: &KgTables<Cell>,
-        key_group: KeyGroup,
-        key: &[u8],
-        namespace: &[u8],
-        user_write: bool,
-    ) {
-        if let Some(table) = tables.get(key_group) {
+    fn remove_bytes(&self, tables: &KgTables<Cell>, at: Addr<'_>, user_write: bool) {
+        if let Some(table) = tables.get(at.key_group) {
             table.write(
-                key,
-                namespace,
+                at.key,
+                at.namespace,
                 &self.epochs,
                 self.track(user_write),
                 |cell, e| cell.remove(e).into(),
@@ -329,18 +349,11 @@ impl Inner {
         }
     }
 
-    fn clear_map(
-        &self,
-        tables: &KgTables<MapSlot>,
-        key_group: KeyGroup,
-        key: &[u8],
-        namespace: &[u8],
-        user_write: bool,
-    ) {
-        if let Some(table) = tables.get(key_group) {
+    fn clear_map(&self, tables: &KgTables<MapSlot>, at: Addr<'_>, user_write: bool) {
+        if let Some(table) = tables.get(at.key_group) {
             table.write(
-                key,
-                namespace,
+                at.key,
+                at.namespace,
                 &self.epochs,
                 self.track(user_write),
                 |slot, e| slot.clear(e).into(),
@@ -349,17 +362,10 @@ impl Inner {
         }
     }
 
-    fn remove_any(
-        &self,
-        state: StateId,
-        key_group: KeyGroup,
-        key: &[u8],
-        namespace: &[u8],
-        user_write: bool,
-    ) -> Result<()> {
+    fn remove_any(&self, state: StateId, at: Addr<'_>, user_write: bool) -> Result<()> {
         match &self.table(state)?.storage {
-            Storage::Bytes(t) => self.remove_bytes(t, key_group, key, namespace, user_write),
-            Storage::Map(t) => self.clear_map(t, key_group, key, namespace, user_write),
+            Storage::Bytes(t) => self.remove_bytes(t, at, user_write),
+            Storage::Map(t) => self.clear_map(t, at, user_write),
         }
         Ok(())
     }
@@ -367,17 +373,15 @@ impl Inner {
     fn map_put(
         &self,
         tables: &KgTables<MapSlot>,
-        key_group: KeyGroup,
-        key: &[u8],
-        namespace: &[u8],
+        at: Addr<'_>,
         user_key: &[u8],
         value: &[u8],
         user_write: bool,
     ) -> Result<()> {
-        let table = self.create_table(tables, key_group)?;
+        let table = self.create_table(tables, at.key_group)?;
         table.write(
-            key,
-            namespace,
+            at.key,
+            at.namespace,
             &self.epochs,
             self.track(user_write),
             |slot, e| {
@@ -532,8 +536,10 @@ impl KeyedStateBackend for HeapBackend {
         inner.check_owned(key.key_group())?;
         let tables = inner.bytes(state, StorageLayout::Value, "get")?;
         Ok(tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |cell| cell.current().map(<[u8]>::to_vec))
-                .flatten()
+            t.read(key.key(), namespace, |cell| {
+                cell.current().map(<[u8]>::to_vec)
+            })
+            .flatten()
         }))
     }
 
@@ -542,13 +548,13 @@ impl KeyedStateBackend for HeapBackend {
         let inner = &*self.inner;
         inner.check_owned(key.key_group())?;
         let tables = inner.bytes(state, StorageLayout::Value, "put")?;
-        inner.set_bytes(tables, key.key_group(), key.key(), namespace, value, true)
+        inner.set_bytes(tables, Addr::of(key, namespace), value, true)
     }
 
     fn remove(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<()> {
         let inner = &*self.inner;
         inner.check_owned(key.key_group())?;
-        inner.remove_any(state, key.key_group(), key.key(), namespace, true)
+        inner.remove_any(state, Addr::of(key, namespace), true)
     }
 
     fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -556,8 +562,10 @@ impl KeyedStateBackend for HeapBackend {
         inner.check_owned(key.key_group())?;
         let tables = inner.bytes(state, StorageLayout::List, "list_get")?;
         let decoded = tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |cell| cell.current().map(list_encoding::decode))
-                .flatten()
+            t.read(key.key(), namespace, |cell| {
+                cell.current().map(list_encoding::decode)
+            })
+            .flatten()
         });
         decoded.unwrap_or_else(|| Ok(Vec::new()))
     }
@@ -607,7 +615,7 @@ impl KeyedStateBackend for HeapBackend {
         inner.check_owned(key.key_group())?;
         let tables = inner.bytes(state, StorageLayout::List, "list_replace")?;
         if elements.is_empty() {
-            inner.remove_bytes(tables, key.key_group(), key.key(), namespace, true);
+            inner.remove_bytes(tables, Addr::of(key, namespace), true);
             return Ok(());
         }
         let table = inner.create_table(tables, key.key_group())?;
@@ -641,8 +649,10 @@ impl KeyedStateBackend for HeapBackend {
         inner.check_owned(key.key_group())?;
         let tables = inner.maps(state, "map_get")?;
         Ok(tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |slot| slot.get(user_key).map(<[u8]>::to_vec))
-                .flatten()
+            t.read(key.key(), namespace, |slot| {
+                slot.get(user_key).map(<[u8]>::to_vec)
+            })
+            .flatten()
         }))
     }
 
@@ -657,7 +667,7 @@ impl KeyedStateBackend for HeapBackend {
         let inner = &*self.inner;
         inner.check_owned(key.key_group())?;
         let tables = inner.maps(state, "map_put")?;
-        inner.map_put(tables, key.key_group(), key.key(), namespace, user_key, value, true)
+        inner.map_put(tables, Addr::of(key, namespace), user_key, value, true)
     }
 
     fn map_remove(
@@ -737,7 +747,11 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn keys(&self, state: StateId, namespace: &[u8]) -> Result<Vec<KeyContext>> {
-        fn collect<V: Versioned>(tables: &KgTables<V>, namespace: &[u8], out: &mut Vec<KeyContext>) {
+        fn collect<V: Versioned>(
+            tables: &KgTables<V>,
+            namespace: &[u8],
+            out: &mut Vec<KeyContext>,
+        ) {
             for (key_group, table) in tables.created() {
                 for entry in table.map.iter() {
                     if entry.key().namespace() == namespace && entry.value().is_present() {
@@ -766,14 +780,17 @@ impl KeyedStateBackend for HeapBackend {
                 ));
             }
             let table = inner.table(row.state)?;
+            let at = Addr {
+                key_group,
+                key: row.key,
+                namespace: row.namespace,
+            };
             match (&table.storage, row.value) {
-                (_, RowValue::Tombstone) => {
-                    inner.remove_any(row.state, key_group, row.key, row.namespace, false)?
-                }
+                (_, RowValue::Tombstone) => inner.remove_any(row.state, at, false)?,
                 (Storage::Bytes(t), RowValue::Value(value))
                     if table.kind.layout() == StorageLayout::Value =>
                 {
-                    inner.set_bytes(t, key_group, row.key, row.namespace, value, false)?
+                    inner.set_bytes(t, at, value, false)?
                 }
                 (Storage::Bytes(t), RowValue::List(list))
                     if table.kind.layout() == StorageLayout::List =>
@@ -783,13 +800,13 @@ impl KeyedStateBackend for HeapBackend {
                         element?;
                     }
                     if list.is_empty() {
-                        inner.remove_bytes(t, key_group, row.key, row.namespace, false);
+                        inner.remove_bytes(t, at, false);
                     } else {
-                        inner.set_bytes(t, key_group, row.key, row.namespace, list, false)?;
+                        inner.set_bytes(t, at, list, false)?;
                     }
                 }
                 (Storage::Map(t), RowValue::MapEntry { user_key, value }) => {
-                    inner.map_put(t, key_group, row.key, row.namespace, user_key, value, false)?
+                    inner.map_put(t, at, user_key, value, false)?
                 }
                 (_, value) => {
                     return Err(Error::corrupt(
@@ -818,7 +835,16 @@ impl StateBackend for HeapBackend {
         let inner = &self.inner;
         if request.kind == SnapshotKind::Incremental && inner.config.change_tracking {
             let mut checkpoints = inner.checkpoints.lock();
-            let plan = inner.chain.plan();
+            let plan = match inner.chain.plan() {
+                ChangelogPlan::Delta { since, .. }
+                    if checkpoints
+                        .newest_full_completed
+                        .is_some_and(|full| full > since) =>
+                {
+                    ChangelogPlan::Base
+                }
+                plan => plan,
+            };
             let (view, plan) = match plan {
                 ChangelogPlan::Delta { since, .. } => {
                     match inner.delta_base_epoch(&checkpoints, since) {
@@ -832,7 +858,9 @@ impl StateBackend for HeapBackend {
                 }
                 ChangelogPlan::Base => (HeapSnapshotView::full(inner.clone()), plan),
             };
-            checkpoints.pending.insert(request.checkpoint_id, view.epoch());
+            checkpoints
+                .pending
+                .insert(request.checkpoint_id, view.epoch());
             let owner = format!("heap-sub{}", request.subtask_index);
             return Ok(Box::new(ChangelogSnapshotJob::new(
                 Box::new(view),
@@ -843,6 +871,11 @@ impl StateBackend for HeapBackend {
             )));
         }
         let view = HeapSnapshotView::full(inner.clone());
+        inner
+            .checkpoints
+            .lock()
+            .pending_full
+            .insert(request.checkpoint_id);
         let path = CheckpointStorage::exclusive_path(
             request.checkpoint_id,
             &format!("keyed-heap-sub{}.fsnap", request.subtask_index),
@@ -854,8 +887,16 @@ impl StateBackend for HeapBackend {
         let inner = &self.inner;
         let mut checkpoints = inner.checkpoints.lock();
         let epoch = checkpoints.pending.remove(&id);
+        if checkpoints.pending_full.remove(&id)
+            && checkpoints
+                .newest_full_completed
+                .is_none_or(|full| full < id)
+        {
+            checkpoints.newest_full_completed = Some(id);
+        }
         // Older pending checkpoints are subsumed: they will never complete.
         checkpoints.pending.retain(|p, _| *p > id);
+        checkpoints.pending_full.retain(|p| *p > id);
         // Only a checkpoint of the chain is a base; a full (savepoint) snapshot is not, so
         // its changes stay tracked.
         if inner.chain.complete(id) {
@@ -870,7 +911,9 @@ impl StateBackend for HeapBackend {
     }
 
     fn notify_checkpoint_aborted(&self, id: CheckpointId) -> Result<()> {
-        self.inner.checkpoints.lock().pending.remove(&id);
+        let mut checkpoints = self.inner.checkpoints.lock();
+        checkpoints.pending.remove(&id);
+        checkpoints.pending_full.remove(&id);
         self.inner.chain.abort(id);
         Ok(())
     }

@@ -151,7 +151,11 @@ impl Cell {
 
     /// Replaces the current version with what `fill` writes into an empty buffer.
     #[inline]
-    pub(crate) fn replace_with(&mut self, e: WriteEpoch, fill: impl FnOnce(&mut Vec<u8>)) -> Change {
+    pub(crate) fn replace_with(
+        &mut self,
+        e: WriteEpoch,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Change {
         let kept_old = self.must_keep_current(e);
         if kept_old {
             let old = match self.current.take() {
@@ -234,7 +238,6 @@ impl Cell {
 
     /// The version a snapshot of epoch `epoch` sees.
     pub(crate) fn read_at(&self, epoch: u64) -> Option<&[u8]> {
-        if epoch > 0 { return self.current.as_deref(); }
         if self.stamp <= epoch {
             return self.current.as_deref();
         }
@@ -516,10 +519,19 @@ mod tests {
         // Written in epoch 1, snapshot 1 taken, appended in 2, snapshot 2, replaced in 3,
         // removed in 3 again (same epoch: in place), snapshot 3 live.
         let mut c = Cell::new(1, b"ab".to_vec());
-        let e2 = WriteEpoch { stamp: 2, pinned: 1 };
+        let e2 = WriteEpoch {
+            stamp: 2,
+            pinned: 1,
+        };
         assert!(c.append_with(e2, |b| b.push(b'c')).kept_old);
-        assert!(!c.append_with(e2, |b| b.push(b'd')).kept_old, "same epoch: no copy");
-        let e3 = WriteEpoch { stamp: 3, pinned: 2 };
+        assert!(
+            !c.append_with(e2, |b| b.push(b'd')).kept_old,
+            "same epoch: no copy"
+        );
+        let e3 = WriteEpoch {
+            stamp: 3,
+            pinned: 2,
+        };
         assert!(c.replace_with(e3, |b| b.push(b'x')).kept_old);
         let removed = c.remove(e3);
         assert!(removed.changed && !removed.dead && !removed.kept_old);
@@ -541,17 +553,47 @@ mod tests {
     fn a_kept_prefix_survives_rewrites_and_pruning_of_what_it_pointed_into() {
         let mut c = Cell::new(1, b"ab".to_vec());
         // Snapshot 1 pins "ab"; the append keeps only a length.
-        c.append_with(WriteEpoch { stamp: 2, pinned: 1 }, |b| b.push(b'c'));
+        c.append_with(
+            WriteEpoch {
+                stamp: 2,
+                pinned: 1,
+            },
+            |b| b.push(b'c'),
+        );
         // No snapshot sees "abc" (stamp 2 > pinned 1): rewritten in place, so the prefix must
         // take the buffer first.
-        c.replace_with(WriteEpoch { stamp: 2, pinned: 1 }, |b| b.extend_from_slice(b"zz"));
+        c.replace_with(
+            WriteEpoch {
+                stamp: 2,
+                pinned: 1,
+            },
+            |b| b.extend_from_slice(b"zz"),
+        );
         assert_eq!(c.read_at(1), Some(&b"ab"[..]));
         assert_eq!(c.current(), Some(&b"zz"[..]));
         // Two stacked prefixes, then the middle version's holder is dropped by a prune.
         let mut d = Cell::new(1, b"a".to_vec());
-        d.append_with(WriteEpoch { stamp: 2, pinned: 1 }, |b| b.push(b'b'));
-        d.append_with(WriteEpoch { stamp: 3, pinned: 2 }, |b| b.push(b'c'));
-        d.replace_with(WriteEpoch { stamp: 4, pinned: 3 }, |b| b.push(b'q'));
+        d.append_with(
+            WriteEpoch {
+                stamp: 2,
+                pinned: 1,
+            },
+            |b| b.push(b'b'),
+        );
+        d.append_with(
+            WriteEpoch {
+                stamp: 3,
+                pinned: 2,
+            },
+            |b| b.push(b'c'),
+        );
+        d.replace_with(
+            WriteEpoch {
+                stamp: 4,
+                pinned: 3,
+            },
+            |b| b.push(b'q'),
+        );
         assert_eq!(d.read_at(1), Some(&b"a"[..]));
         assert_eq!(d.read_at(2), Some(&b"ab"[..]));
         assert_eq!(d.read_at(3), Some(&b"abc"[..]));
@@ -564,7 +606,10 @@ mod tests {
     fn map_slot_counts_present_entries_through_tombstones() {
         let h = EntryHasher::default();
         let mut m = MapSlot::new(h, 1, b"k1", b"v1");
-        let e = WriteEpoch { stamp: 2, pinned: 1 };
+        let e = WriteEpoch {
+            stamp: 2,
+            pinned: 1,
+        };
         m.put(b"k2", b"v2", e);
         assert_eq!(m.present_len(), 2);
         let r = m.remove_entry(b"k1", e);
@@ -576,7 +621,10 @@ mod tests {
         assert_eq!(at1, vec![(&b"k1"[..], &b"v1"[..])]);
         m.put(b"k1", b"v3", e);
         assert_eq!(m.present_len(), 2);
-        let c = m.clear(WriteEpoch { stamp: 3, pinned: 2 });
+        let c = m.clear(WriteEpoch {
+            stamp: 3,
+            pinned: 2,
+        });
         assert!(c.changed && c.kept_old && !c.dead);
         assert!(!m.is_present());
         assert!(!m.prune(&live(&[], 3), None));

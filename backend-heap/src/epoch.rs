@@ -94,7 +94,13 @@ mod tests {
         );
         assert_eq!(epochs.pin(), 1);
         assert_eq!(epochs.pin(), 2);
-        assert_eq!(epochs.for_write(), WriteEpoch { stamp: 3, pinned: 2 });
+        assert_eq!(
+            epochs.for_write(),
+            WriteEpoch {
+                stamp: 3,
+                pinned: 2
+            }
+        );
         let live = epochs.unpin(2);
         assert_eq!(live.epochs, vec![1]);
         assert_eq!(live.future_from, 3);

@@ -138,7 +138,12 @@ impl<V> KgTable<V> {
 
     /// Calls `f` with the entry of `(key, namespace)`, under its shard's read lock.
     #[inline]
-    pub(crate) fn read<R>(&self, key: &[u8], namespace: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
+    pub(crate) fn read<R>(
+        &self,
+        key: &[u8],
+        namespace: &[u8],
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
         let (hash, shard) = self.locate(key, namespace);
         let shard = self.map.shards()[shard].read();
         shard
@@ -335,7 +340,11 @@ mod tests {
             log.record(EntryKey::new(b"hot", b""), 1 + round / 50);
             log.record(EntryKey::new(&round.to_le_bytes(), b""), 1 + round / 50);
         }
-        assert!(log.len() <= 2 * 101, "compaction bounds the log: {}", log.len());
+        assert!(
+            log.len() <= 2 * 101,
+            "compaction bounds the log: {}",
+            log.len()
+        );
         let all = log.changed_between(0, 2);
         assert_eq!(all.len(), 101);
         // Epoch-1-only keys are not in a delta over (1, 2].

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use flowstate_api::{
-    Error, KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result, RowValue,
-    StateId, StateKind, StateMetadata, StateRow,
+    Error, KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result, RowValue, StateId,
+    StateKind, StateMetadata, StateRow,
 };
 
 use crate::backend::{Checkpoints, Inner};
@@ -196,7 +196,13 @@ fn copy_bytes_rows(
     }
 }
 
-fn copy_map_rows(buffer: &mut RowBuffer, state: StateId, key: &EntryKey, slot: &MapSlot, epoch: u64) {
+fn copy_map_rows(
+    buffer: &mut RowBuffer,
+    state: StateId,
+    key: &EntryKey,
+    slot: &MapSlot,
+    epoch: u64,
+) {
     for (user_key, value) in slot.entries_at(epoch) {
         buffer.push_map_entry(state, key, user_key, value);
     }
@@ -231,7 +237,9 @@ impl HeapSnapshotView {
         let changed = table.changes.lock().changed_between(since, self.epoch);
         for key in changed {
             buffer.push_tombstone(state, &key);
-            table.read(key.key(), key.namespace(), |value| copy(buffer, &key, value));
+            table.read(key.key(), key.namespace(), |value| {
+                copy(buffer, &key, value)
+            });
         }
     }
 }

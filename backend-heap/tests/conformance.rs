@@ -1,3 +1,3 @@
-//! The whole conformance suite against the heap backend.
+//! The flowstate conformance suite, run against the heap backend.
 
 flowstate_conformance::conformance_tests!(flowstate_heap::HeapBackendFactory::new());

@@ -213,7 +213,7 @@ impl Inner {
     ) -> Result<()> {
         // A read transaction begun before the database existed cannot see it.
         self.reader = None;
-        let name = format!("state-{}", id.0);
+        let name = database_name(id);
         loop {
             let wtxn = self
                 .env
@@ -244,13 +244,22 @@ impl Inner {
                     }
                     .into())
                 }
-                Err(e) if is_map_full(&e) && active_readers.load(Ordering::SeqCst) == 0 => {
+                Err(e) if is_map_full(&e) => {
+                    if active_readers.load(Ordering::SeqCst) > 0 {
+                        return Err(LmdbError::MapFullWhileSnapshotting.into());
+                    }
                     self.grow_map(config)?;
                 }
                 Err(e) => return Err(LmdbError::heed("creating a state's database", e).into()),
             }
         }
     }
+}
+
+/// The name of the LMDB database holding state `id` (databases use LMDB's default flags and
+/// byte-wise key order).
+pub fn database_name(id: StateId) -> String {
+    format!("state-{}", id.0)
 }
 
 /// Applies every buffered write; appends read the stored list inside the transaction.
@@ -279,6 +288,16 @@ fn write_overlay(wtxn: &mut RwTxn<'_>, dbs: &[StateDb], overlay: &Overlay) -> he
         }
     }
     Ok(())
+}
+
+/// Approximate bytes a restore row writes.
+fn row_size(row: &StateRow<'_>) -> usize {
+    let payload = match row.value {
+        RowValue::Value(v) | RowValue::List(v) => v.len(),
+        RowValue::MapEntry { user_key, value } => user_key.len() + value.len(),
+        RowValue::Tombstone => 0,
+    };
+    row.key.len() + row.namespace.len() + payload + 16
 }
 
 /// Where the backend's LMDB files live.
@@ -966,12 +985,35 @@ impl KeyedStateBackend for LmdbBackend {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         self.validate_rows(inner, rows)?;
-        if inner.flush(&self.config, &self.active_readers)? == WriteOutcome::Committed
-            && self.apply_rows_direct(inner, key_group, rows)? == WriteOutcome::Committed
-        {
-            return Ok(());
+        // Buffered writes must reach LMDB first, or they would shadow the restored rows.
+        let mut direct =
+            inner.flush(&self.config, &self.active_readers)? == WriteOutcome::Committed;
+        // One transaction per write-buffer's worth of rows: a key group may be larger than
+        // what one LMDB write transaction can hold dirty.
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let len = rest
+                .iter()
+                .take_while(|row| {
+                    bytes += row_size(row);
+                    bytes <= self.config.write_buffer_bytes
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(len);
+            if direct {
+                direct =
+                    self.apply_rows_direct(inner, key_group, chunk)? == WriteOutcome::Committed;
+            }
+            if !direct {
+                // The map is full and snapshots pin it: keep restoring into the buffer.
+                self.apply_rows_buffered(inner, key_group, chunk)?;
+                inner.maybe_flush(&self.config, &self.active_readers)?;
+            }
+            rest = tail;
         }
-        self.apply_rows_buffered(inner, key_group, rows)
+        Ok(())
     }
 }
 

@@ -16,6 +16,9 @@ pub enum LmdbError {
     #[error("the LMDB map is full at {size} bytes and may not grow beyond max_map_size ({max} bytes): raise LmdbConfig::max_map_size or give the subtask less state")]
     MapLimit { size: usize, max: usize },
 
+    #[error("the LMDB map is full and cannot grow while snapshots are being written: register the state again once the running checkpoint has finished, or raise LmdbConfig::initial_map_size")]
+    MapFullWhileSnapshotting,
+
     #[error("this LMDB environment already holds {max} states (LmdbConfig::max_states): raise max_states")]
     TooManyStates { max: u32 },
 

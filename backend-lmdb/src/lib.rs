@@ -50,6 +50,14 @@
 //! `(key, namespace)` in [`flowstate_api::list_encoding`] form (the form snapshots carry, so a
 //! snapshot copies it without re-encoding; reading a list reads one value); a **map** is one
 //! LMDB entry per map entry, so `map_get`/`map_put` touch one entry whatever the map's size.
+//! The cost of whole-list values: a list appended to across many flushes is rewritten whole at
+//! each flush that touches it (appends within one buffer are combined first), which one LMDB
+//! entry per element would avoid at the price of a range scan per `list_get` and re-encoding
+//! in every snapshot. LMDB limits a key (key group, key, namespace and map user key together)
+//! to 511 bytes; longer ones are rejected when written, with an error saying so.
+//!
+//! Benchmarks that drive raw `heed` the same way use [`LmdbConfig::env_open_options`],
+//! [`database_name`] and [`keys::value_key`] / [`keys::map_entry_key`].
 //!
 //! ## Write batching: a write buffer in front of LMDB
 //!
@@ -97,8 +105,14 @@
 //! ## Checkpoints
 //!
 //! - **Full**: the buffer is flushed and a read transaction opened (under the mutex, a few
-//!   microseconds plus the flush); the [`flowstate_api::snapshot::CanonicalSnapshotJob`] then
-//!   writes the canonical key-group-ordered file from that transaction while writers go on.
+//!   microseconds plus the flush); the job then writes the canonical key-group-ordered file
+//!   from that transaction while writers go on. With change tracking on, that file is also
+//!   the **base of a new changelog chain** (a [`flowstate_api::KeyedStateHandle::Changelog`]
+//!   without deltas, under `shared/`): later incremental checkpoints build on it, which is both
+//!   cheaper than re-uploading a base and safe whatever the retention (an older base may be
+//!   deleted once the full checkpoint completes). With change tracking off, a full snapshot is
+//!   a [`flowstate_api::snapshot::CanonicalSnapshotJob`] file in the checkpoint's own
+//!   directory, and incremental requests write full snapshots.
 //! - **Incremental** (changelog family): every write records its `(state, key group, key,
 //!   namespace)` in a hash set (one insert per key written since the last checkpoint,
 //!   [`LmdbConfig::track_changes`]). At a checkpoint, [`flowstate_api::changelog`]'s chain
@@ -108,7 +122,12 @@
 //!   re-bases by [`LmdbConfig::changelog`]. Restore (also rescaled) applies base then deltas
 //!   for the target key groups only.
 //!
-//! Restores write each snapshot block's rows in one write transaction, straight into LMDB.
+//! A snapshot's read transaction keeps LMDB from reusing pages freed while it is open, so
+//! the data file grows by about what is rewritten during a slow upload (the space is reused
+//! afterwards).
+//!
+//! Restores write a snapshot block's rows straight into LMDB, one write transaction per
+//! [`LmdbConfig::write_buffer_bytes`] of rows (LMDB bounds the dirty pages of a transaction).
 
 mod backend;
 mod changes;
@@ -119,7 +138,7 @@ pub mod keys;
 mod overlay;
 mod snapshot;
 
-pub use backend::{LmdbBackend, LmdbStats};
+pub use backend::{database_name, LmdbBackend, LmdbStats};
 pub use config::LmdbConfig;
 pub use error::LmdbError;
 pub use factory::LmdbBackendFactory;

@@ -192,7 +192,7 @@ impl KeyedSnapshotView for LmdbSnapshotView {
 /// What a capture takes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Capture {
-    /// Everything; change tracking untouched (full and savepoint-style snapshots).
+    /// Everything; change tracking untouched (full snapshots without change tracking).
     Full,
     /// Everything, as the new base of the incremental chain: seals the checkpoint's changes.
     Base(CheckpointId),
@@ -247,15 +247,20 @@ impl StateBackend for LmdbBackend {
         let id = request.checkpoint_id;
         let owner = format!("sub-{}", request.subtask_index);
         let mut inner = self.inner.lock();
-        if request.kind == SnapshotKind::Full || !inner.changes.enabled() {
+        if !inner.changes.enabled() {
             let view = self.capture(&mut inner, Capture::Full)?;
             drop(inner);
             let path = CheckpointStorage::exclusive_path(id, &format!("{owner}-keyed-lmdb.fsnap"));
             return Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)));
         }
-        // Planned under the mutex that completion also takes, so the plan's base and the
-        // sealed changes agree.
-        let plan = self.chain.plan();
+        // With change tracking, a full snapshot is written as the base of a new chain: it is
+        // complete on its own, and later incremental checkpoints build on it instead of on an
+        // older base that retention may delete once this checkpoint completes. The plan is
+        // made under the mutex that completion also takes, so base and sealed changes agree.
+        let plan = match request.kind {
+            SnapshotKind::Full => ChangelogPlan::Base,
+            SnapshotKind::Incremental => self.chain.plan(),
+        };
         let capture = match plan {
             ChangelogPlan::Base => Capture::Base(id),
             ChangelogPlan::Delta { .. } => Capture::Delta(id),
@@ -273,7 +278,7 @@ impl StateBackend for LmdbBackend {
 
     fn notify_checkpoint_complete(&self, id: CheckpointId) -> Result<()> {
         let mut inner = self.inner.lock();
-        // Only a checkpoint of the chain is a base; a full snapshot's changes stay tracked.
+        // The chain knows every checkpoint this backend wrote while tracking changes.
         if self.chain.complete(id) {
             inner.changes.complete(id);
         }

@@ -9,9 +9,7 @@ mod common;
 use common::{must, sizes, ValueOp};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flowstate_benches::compare::{all_backends, time_list_appends, time_map_gets, time_map_puts};
-use flowstate_benches::value::{
-    check_preloaded, time_gets, time_inserts, time_updates, Workload,
-};
+use flowstate_benches::value::{check_preloaded, time_gets, time_inserts, time_updates, Workload};
 
 #[derive(Copy, Clone, Debug)]
 enum Op {
@@ -34,11 +32,17 @@ impl Op {
 
 fn compare(c: &mut Criterion) {
     let sizes = sizes();
-    let workload = must("building the workload", Workload::new(sizes.preload, sizes.fresh));
+    let workload = must(
+        "building the workload",
+        Workload::new(sizes.preload, sizes.fresh),
+    );
     let mut subjects = must("preloading the backends", all_backends(&workload));
     for subject in &mut subjects {
         must("checking the preload", subject.check());
-        must("checking the preload", check_preloaded(subject.value(), &workload));
+        must(
+            "checking the preload",
+            check_preloaded(subject.value(), &workload),
+        );
     }
     let ops = [
         Op::Value(ValueOp::Get),
@@ -78,7 +82,10 @@ fn compare(c: &mut Criterion) {
     // intact.
     for subject in &mut subjects {
         must("checking the state after the run", subject.check());
-        must("checking the values after the run", check_preloaded(subject.value(), &workload));
+        must(
+            "checking the values after the run",
+            check_preloaded(subject.value(), &workload),
+        );
     }
 }
 

@@ -15,7 +15,10 @@ use flowstate_benches::value::Workload;
 
 fn heap(c: &mut Criterion) {
     let sizes = sizes();
-    let workload = must("building the workload", Workload::new(sizes.preload, sizes.fresh));
+    let workload = must(
+        "building the workload",
+        Workload::new(sizes.preload, sizes.fresh),
+    );
     let mut ours = must(
         "preloading the heap backend",
         heap_backend::flowstate(workload.clone()),

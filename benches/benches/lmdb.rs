@@ -15,7 +15,10 @@ use flowstate_benches::value::Workload;
 
 fn lmdb(c: &mut Criterion) {
     let sizes = sizes();
-    let workload = must("building the workload", Workload::new(sizes.preload, sizes.fresh));
+    let workload = must(
+        "building the workload",
+        Workload::new(sizes.preload, sizes.fresh),
+    );
     let mut ours = must(
         "preloading the LMDB backend",
         lmdb_backend::flowstate(workload.clone()),

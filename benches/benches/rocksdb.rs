@@ -23,7 +23,10 @@ use flowstate_benches::value::Workload;
 
 fn value_ops(c: &mut Criterion) {
     let sizes = sizes();
-    let workload = must("building the workload", Workload::new(sizes.preload, sizes.fresh));
+    let workload = must(
+        "building the workload",
+        Workload::new(sizes.preload, sizes.fresh),
+    );
     let mut ours = must(
         "preloading the RocksDB backend",
         rocksdb_backend::flowstate(workload.clone()),
@@ -39,7 +42,10 @@ fn rescale(c: &mut Criterion) {
     let fixture = OnceCell::new();
     let fixture = || {
         fixture.get_or_init(|| {
-            let built = must("checkpointing the rescale keys", RescaleFixture::build(keys));
+            let built = must(
+                "checkpointing the rescale keys",
+                RescaleFixture::build(keys),
+            );
             must("checking both restores", built.verify());
             built
         })

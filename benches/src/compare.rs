@@ -233,7 +233,11 @@ mod tests {
             let mut walk = workload.walk();
             time_list_appends(subject, &mut walk, 5_000, 700).unwrap();
             subject.list_append(&[0, 1]).unwrap();
-            let list = subject.list.get(workload.key(0)).unwrap().unwrap_or_default();
+            let list = subject
+                .list
+                .get(workload.key(0))
+                .unwrap()
+                .unwrap_or_default();
             assert_eq!(list.len(), 2, "{}: {list:?}", subject.name());
             subject.list_reset(&[0, 1]).unwrap();
             time_map_puts(subject, &mut workload.walk(), 2_000).unwrap();

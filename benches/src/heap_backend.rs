@@ -16,8 +16,8 @@ use flowstate_heap::HeapBackendFactory;
 
 use crate::error::{BenchError, Result};
 use crate::value::{
-    decode_value, encode_value, initial_value, key_bytes, BackendUnderTest, FlowstateValue, KeyWalk, ValueStore,
-    Workload, MAX_VALUE_BYTES,
+    decode_value, encode_value, initial_value, key_bytes, BackendUnderTest, FlowstateValue,
+    KeyWalk, ValueStore, Workload, MAX_VALUE_BYTES,
 };
 
 /// An empty heap backend (default configuration) owning every key group of `max`.
@@ -62,7 +62,10 @@ impl RawDashMap {
         let keys = key_bytes(workload);
         let mut buf = [0u8; MAX_VALUE_BYTES];
         for (i, key) in keys.iter().take(workload.preload()).enumerate() {
-            map.insert(key.clone(), encode_value(initial_value(i), &mut buf)?.to_vec());
+            map.insert(
+                key.clone(),
+                encode_value(initial_value(i), &mut buf)?.to_vec(),
+            );
         }
         Ok(Self {
             map,

@@ -24,8 +24,8 @@ use heed::{CommitOrAbort, Database, Env, WithoutTls};
 use crate::error::{BenchError, Result};
 use crate::rocksdb_backend::temp_dir;
 use crate::value::{
-    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk, ValueStore, Workload,
-    MAX_VALUE_BYTES,
+    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk,
+    ValueStore, Workload, MAX_VALUE_BYTES,
 };
 
 /// The database the backend creates for its first registered state; the baseline uses the
@@ -163,7 +163,9 @@ impl ValueStore for RawHeed {
     fn update_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<()> {
         self.version += 1;
         let version = self.version;
-        self.write_all((0..count).map(|_| walk.next()), |i| initial_value(i) + version)
+        self.write_all((0..count).map(|_| walk.next()), |i| {
+            initial_value(i) + version
+        })
     }
 
     fn insert_fresh(&mut self, fresh: Range<usize>) -> Result<()> {

@@ -26,7 +26,9 @@ use flowstate_api::{
     KeyedStateHandle, MaxParallelism, Parallelism, SerdeCodec, SnapshotKind, SnapshotRequest,
     StateBackend, StateBackendFactory,
 };
-use flowstate_rocksdb::{value_key, write_options, RocksDbBackend, RocksDbBackendFactory, RocksDbResources};
+use flowstate_rocksdb::{
+    value_key, write_options, RocksDbBackend, RocksDbBackendFactory, RocksDbResources,
+};
 use rocksdb::{ColumnFamilyDescriptor, WriteBatch, DB};
 
 use crate::error::{BenchError, Result};
@@ -231,9 +233,12 @@ impl RescaleFixture {
         ranges(self.max, rescale.new_parallelism())?
             .into_iter()
             .map(|range| {
-                Ok(self
-                    .runtime
-                    .block_on(self.factory.restore(self.max, range, &self.storage, handles))?)
+                Ok(self.runtime.block_on(self.factory.restore(
+                    self.max,
+                    range,
+                    &self.storage,
+                    handles,
+                ))?)
             })
             .collect()
     }
@@ -247,13 +252,26 @@ impl RescaleFixture {
             .collect()
     }
 
-    fn naive_restore(&self, handles: &[KeyedStateHandle], range: KeyGroupRange) -> Result<NaiveRestore> {
+    fn naive_restore(
+        &self,
+        handles: &[KeyedStateHandle],
+        range: KeyGroupRange,
+    ) -> Result<NaiveRestore> {
         let options = self.resources.db_options();
         let dir = tempfile::Builder::new()
             .prefix("naive-")
             .tempdir_in(&self.scratch)
             .map_err(|e| BenchError::io("creating a naive restore directory", e))?;
-        let mut target = DB::open(&options, dir.path().join("db"))?;
+        // Opened with the default column family named, so that `cf_handle` finds it like
+        // any other when the old databases have data there.
+        let mut target = DB::open_cf_descriptors(
+            &options,
+            dir.path().join("db"),
+            [ColumnFamilyDescriptor::new(
+                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+                options.clone(),
+            )],
+        )?;
         let (low, high) = (range.start().get(), range.end().get());
         let mut keys = 0u64;
         let mut scanned = 0u64;
@@ -268,7 +286,13 @@ impl RescaleFixture {
             std::fs::create_dir_all(&old_dir)
                 .map_err(|e| BenchError::io(format!("creating {}", old_dir.display()), e))?;
             for file in files {
-                download(&self.runtime, &self.storage, &file.file.path, &old_dir, &file.local_name)?;
+                download(
+                    &self.runtime,
+                    &self.storage,
+                    &file.file.path,
+                    &old_dir,
+                    &file.local_name,
+                )?;
             }
             let column_families = DB::list_cf(&options, &old_dir)?;
             let old = DB::open_cf_descriptors_read_only(
@@ -380,7 +404,9 @@ impl RescaleFixture {
                 }
                 let db = &naive[o].db;
                 let cf = db.cf_handle(RAW_COLUMN_FAMILY).ok_or_else(|| {
-                    BenchError::Check(format!("{label} naive: no column family {RAW_COLUMN_FAMILY}"))
+                    BenchError::Check(format!(
+                        "{label} naive: no column family {RAW_COLUMN_FAMILY}"
+                    ))
                 })?;
                 let raw = db.get_pinned_cf(cf, value_key(&key, &[]))?;
                 if raw.as_deref() != Some(encode_value(expected, &mut buf)?) {

@@ -14,15 +14,14 @@ use std::sync::Arc;
 
 use flowstate_api::{MaxParallelism, StateBackendFactory};
 use flowstate_rocksdb::{
-    read_options, value_key, write_options, RocksDbBackendFactory, RocksDbConfig,
-    RocksDbResources,
+    read_options, value_key, write_options, RocksDbBackendFactory, RocksDbConfig, RocksDbResources,
 };
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, ReadOptions, WriteOptions, DB};
 
 use crate::error::{BenchError, Result};
 use crate::value::{
-    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk, ValueStore, Workload,
-    MAX_VALUE_BYTES,
+    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk,
+    ValueStore, Workload, MAX_VALUE_BYTES,
 };
 
 /// The column family the backend creates for its first registered state (`s<state id>`, see
@@ -97,7 +96,10 @@ impl RawRocksDb {
         let db = DB::open_cf_descriptors(
             &options,
             dir.path().join("db"),
-            [ColumnFamilyDescriptor::new(RAW_COLUMN_FAMILY, options.clone())],
+            [ColumnFamilyDescriptor::new(
+                RAW_COLUMN_FAMILY,
+                options.clone(),
+            )],
         )?;
         let keys = workload
             .contexts()

@@ -423,7 +423,11 @@ pub fn check_preloaded(store: &mut dyn ValueStore, workload: &Workload) -> Resul
 /// The serialized key bytes of every workload key (what the heap backend keys its maps by,
 /// and what the raw dashmap stores).
 pub fn key_bytes(workload: &Workload) -> Vec<Vec<u8>> {
-    workload.contexts().iter().map(|c| c.key().to_vec()).collect()
+    workload
+        .contexts()
+        .iter()
+        .map(|c| c.key().to_vec())
+        .collect()
 }
 
 /// `SerdeCodec<u64>` and [`encode_value`] agree (the raw baselines store what flowstate
@@ -438,8 +442,8 @@ pub fn codec_matches(value: u64) -> Result<bool> {
 /// afterwards: the baseline does the work flowstate does, no more and no less.
 #[cfg(test)]
 pub(crate) fn assert_same_behaviour(
-    ours: &mut dyn ValueStore,
-    raw: &mut dyn ValueStore,
+    ours: &mut (dyn ValueStore + 'static),
+    raw: &mut (dyn ValueStore + 'static),
     workload: &Workload,
 ) {
     let n = workload.preload() as u64;
@@ -451,7 +455,13 @@ pub(crate) fn assert_same_behaviour(
         store.insert_fresh(0..workload.fresh()).unwrap();
     }
     let sums = [&mut *ours, &mut *raw].map(|s| s.get_many(&mut workload.walk(), n).unwrap());
-    assert_eq!(sums[0], sums[1], "{} and {} differ", ours.name(), raw.name());
+    assert_eq!(
+        sums[0],
+        sums[1],
+        "{} and {} differ",
+        ours.name(),
+        raw.name()
+    );
     for store in [&mut *ours, &mut *raw] {
         store.remove_fresh(0..workload.fresh()).unwrap();
         // Inserting again creates the keys again.

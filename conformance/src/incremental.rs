@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use flowstate_api::key_groups::operator_index_for_key_group;
 use flowstate_api::lifecycle::{CheckpointLifecycle, RetentionPolicy};
-use flowstate_api::typed::{ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, ValueStateDescriptor};
+use flowstate_api::typed::{
+    ListState, ListStateDescriptor, MapState, MapStateDescriptor, ReducingState,
+    ReducingStateDescriptor, ValueState, ValueStateDescriptor,
+};
 use flowstate_api::{
     CheckpointManifest, CheckpointStorage, KeyContext, KeyedStateBackend, KeyedStateHandle,
     MaxParallelism, Parallelism, SerdeCodec, SnapshotKind, StateBackend, StateBackendFactory,
@@ -48,6 +51,36 @@ fn backend_for<B: StateBackend + 'static>(subtasks: &[Subtask<B>], key: &KeyCont
     subtasks[index as usize].shared()
 }
 
+/// The workload's four states, bound to one backend.
+struct Handles {
+    value: ValueState<u64, u8>,
+    list: ListState<u32, u8>,
+    map: MapState<u16, String, u8>,
+    sum: ReducingState<u64>,
+}
+
+impl Handles {
+    fn bind(backend: Arc<dyn KeyedStateBackend>) -> Self {
+        Self {
+            value: ValueStateDescriptor::<u64>::new("inc-value")
+                .with_namespace::<u8>()
+                .bind(backend.clone())
+                .expect("bind value"),
+            list: ListStateDescriptor::<u32>::new("inc-list")
+                .with_namespace::<u8>()
+                .bind(backend.clone())
+                .expect("bind list"),
+            map: MapStateDescriptor::<u16, String>::new("inc-map")
+                .with_namespace::<u8>()
+                .bind(backend.clone())
+                .expect("bind map"),
+            sum: ReducingStateDescriptor::<u64>::new("inc-sum", |a, b| a + b)
+                .bind(backend)
+                .expect("bind reducing"),
+        }
+    }
+}
+
 /// Applies one deterministic round of changes to `keys` (the round number varies them) to the
 /// subtasks and the model.
 fn apply_round<B: StateBackend + 'static>(
@@ -61,21 +94,7 @@ fn apply_round<B: StateBackend + 'static>(
         let ctx = key_ctx(key, max);
         let backend = backend_for(subtasks, &ctx);
         let ns = ((key + round) % 2) as u8;
-        let value = ValueStateDescriptor::<u64>::new("inc-value")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind value");
-        let list = ListStateDescriptor::<u32>::new("inc-list")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind list");
-        let map = MapStateDescriptor::<u16, String>::new("inc-map")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind map");
-        let sum = ReducingStateDescriptor::<u64>::new("inc-sum", |a, b| a + b)
-            .bind(backend)
-            .expect("bind reducing");
+        let Handles { value, list, map, sum } = Handles::bind(backend);
         match (key + round) % 5 {
             0 => {
                 value.clear_in(&ctx, &ns).expect("clear");
@@ -117,21 +136,7 @@ fn observe<B: StateBackend + 'static>(subtasks: &[Subtask<B>], keys: impl IntoIt
     for key in keys {
         let ctx = key_ctx(key, max);
         let backend = backend_for(subtasks, &ctx);
-        let value = ValueStateDescriptor::<u64>::new("inc-value")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind value");
-        let list = ListStateDescriptor::<u32>::new("inc-list")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind list");
-        let map = MapStateDescriptor::<u16, String>::new("inc-map")
-            .with_namespace::<u8>()
-            .bind(backend.clone())
-            .expect("bind map");
-        let sum = ReducingStateDescriptor::<u64>::new("inc-sum", |a, b| a + b)
-            .bind(backend)
-            .expect("bind reducing");
+        let Handles { value, list, map, sum } = Handles::bind(backend);
         for ns in [0u8, 1] {
             if let Some(v) = value.get_in(&ctx, &ns).expect("get") {
                 model.values.insert((key, ns), v);
@@ -157,10 +162,7 @@ fn enumerated_value_keys<B: StateBackend + 'static>(subtasks: &[Subtask<B>]) -> 
     let codec = SerdeCodec::<u32>::new();
     let mut out = BTreeSet::new();
     for s in subtasks {
-        let value = ValueStateDescriptor::<u64>::new("inc-value")
-            .with_namespace::<u8>()
-            .bind(s.shared())
-            .expect("bind value");
+        let value = Handles::bind(s.shared()).value;
         for ns in [0u8, 1] {
             for k in value.keys_in(&ns).expect("keys") {
                 let key: u32 = k.decode_key(&codec).expect("decode key");
@@ -382,9 +384,9 @@ pub fn small_change_uploads_little<F: StateBackendFactory>(factory: &F) {
     for (k, ctx) in contexts.iter().enumerate() {
         value.update(ctx, &(k as u64 * 7)).expect("update");
     }
-    checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("base");
     let full = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
     let full_bytes: u64 = full.files().iter().map(|f| f.size).sum();
+    checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("base");
     let before: BTreeMap<String, u64> = block_on(storage.list("")).expect("list").into_iter().collect();
     for ctx in contexts.iter().step_by(100) {
         value.update(ctx, &1).expect("update");

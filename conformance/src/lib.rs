@@ -22,6 +22,27 @@
 //! Checkpoints go to an in-memory `object_store`; a backend needing local directories makes
 //! them in its factory.
 //!
+//! The building blocks are public too: [`harness`] (checkpoint / restore / rescale of a whole
+//! operator), [`dataset`] (one state of every kind beside a `BTreeMap` model),
+//! [`fixtures`] (keys, a deterministic random source, and an object store that counts what
+//! restores read):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flowstate_api::CheckpointStorage;
+//! use flowstate_conformance::fixtures::CountingStore;
+//! use flowstate_conformance::harness::block_on;
+//!
+//! let store = Arc::new(CountingStore::new(object_store::memory::InMemory::new()));
+//! let storage = CheckpointStorage::new(store.clone(), "root");
+//! block_on(async {
+//!     storage.put("file", "0123456789".into(), false).await?;
+//!     storage.get_range("file", 2..5).await
+//! })?;
+//! assert_eq!((store.bytes_read(), store.reads()), (3, 1));
+//! # Ok::<(), flowstate_api::Error>(())
+//! ```
+//!
 //! ## Themes
 //!
 //! - [`semantics`]: Flink's semantics of value, list, map, reducing and aggregating state
@@ -71,6 +92,7 @@ pub mod dataset;
 pub mod errors;
 pub mod fixtures;
 pub mod harness;
+pub mod incremental;
 pub mod model;
 pub mod operator;
 pub mod rescale;
@@ -83,6 +105,15 @@ pub mod snapshots;
 macro_rules! conformance_tests {
     ($factory:expr) => {
         $crate::conformance_tests!(@expand $factory;
+            incremental {
+                chain_restores_from_every_retained_checkpoint,
+                aborted_checkpoints_are_never_bases,
+                retention_deletes_exactly_unreferenced_files,
+                chains_are_rebased,
+                registry_survives_restart,
+                full_and_incremental_restore_agree,
+                small_change_uploads_little,
+            }
             semantics {
                 value_state,
                 empty_encodings_are_present,

@@ -53,6 +53,8 @@ pub const DEFAULT_CASES: u32 = 256;
 
 /// Keys are `0..KEYS`: few enough that operations collide on them.
 const KEYS: u32 = 40;
+/// Keys `0..HOT_KEYS` get most operations.
+const HOT_KEYS: u32 = 4;
 /// Namespaces are `0..NAMESPACES`.
 const NAMESPACES: u8 = 2;
 /// Map user keys are `0..USER_KEYS`.
@@ -1132,7 +1134,9 @@ fn state_strategy() -> impl Strategy<Value = StateSel> {
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
-    let key = || 0..KEYS;
+    // Most operations hit a few hot keys so that they meet on the same (key, namespace); the
+    // rest spread over every key (and so over many key groups and subtasks).
+    let key = || prop_oneof![3 => 0..HOT_KEYS, 1 => 0..KEYS];
     let ns = || 0..NAMESPACES;
     let elements =
         || prop::collection::vec(0..100u32, 0..=MAX_ELEMENTS).prop_map(|v| Elements::of(&v));

@@ -62,7 +62,10 @@ impl Fixture {
 
     /// Rows of a delta file grouped by (state, key, namespace), in file order.
     fn delta_rows(&self, file: &FileRef) -> BTreeMap<RowKey, Vec<Owned>> {
-        let info = self.rt.block_on(snapshot::read_info(&self.storage, file)).unwrap();
+        let info = self
+            .rt
+            .block_on(snapshot::read_info(&self.storage, file))
+            .unwrap();
         assert_eq!(info.metadata.kind, SnapshotFileKind::Delta);
         let ids: Vec<StateId> = info
             .metadata
@@ -73,18 +76,24 @@ impl Fixture {
         let mut out: BTreeMap<RowKey, Vec<Owned>> = BTreeMap::new();
         let range = info.metadata.key_group_range;
         self.rt
-            .block_on(snapshot::read_blocks(&self.storage, file, &info, &range, |_, rows| {
-                for row in rows {
-                    let (k, v) = owned(&StateRow {
-                        state: ids[row.state_index as usize],
-                        key: row.key,
-                        namespace: row.namespace,
-                        value: row.value,
-                    });
-                    out.entry(k).or_default().push(v);
-                }
-                Ok(())
-            }))
+            .block_on(snapshot::read_blocks(
+                &self.storage,
+                file,
+                &info,
+                &range,
+                |_, rows| {
+                    for row in rows {
+                        let (k, v) = owned(&StateRow {
+                            state: ids[row.state_index as usize],
+                            key: row.key,
+                            namespace: row.namespace,
+                            value: row.value,
+                        });
+                        out.entry(k).or_default().push(v);
+                    }
+                    Ok(())
+                },
+            ))
             .unwrap();
         out
     }
@@ -95,7 +104,12 @@ impl Fixture {
             .map(|i| {
                 let range = key_group_range_for_operator(max(), p, i).unwrap();
                 self.rt
-                    .block_on(HeapBackendFactory::new().restore(max(), range, &self.storage, handles))
+                    .block_on(HeapBackendFactory::new().restore(
+                        max(),
+                        range,
+                        &self.storage,
+                        handles,
+                    ))
                     .unwrap()
             })
             .collect()
@@ -128,10 +142,17 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
     let (v, l, m) = (f.v, f.l, f.m);
     let first = f.checkpoint(1, SnapshotKind::Incremental);
     let (base, deltas) = chain(&first);
-    assert!(deltas.is_empty(), "the first incremental checkpoint is a base");
+    assert!(
+        deltas.is_empty(),
+        "the first incremental checkpoint is a base"
+    );
     assert!(base.shared && base.path.starts_with("shared/"));
     f.complete(1);
-    assert_eq!(f.b.stats().change_records, 0, "a completed base holds every change");
+    assert_eq!(
+        f.b.stats().change_records,
+        0,
+        "a completed base holds every change"
+    );
 
     let b = &f.b;
     b.put(v, &key("k0"), b"a", b"new").unwrap();
@@ -146,7 +167,8 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
     b.remove(v, &key("gone"), b"a").unwrap();
     // Absent things removed: no change.
     b.remove(v, &key("never"), b"a").unwrap();
-    b.map_remove(m, &key("k6"), b"a", b"no-such-user-key").unwrap();
+    b.map_remove(m, &key("k6"), b"a", b"no-such-user-key")
+        .unwrap();
 
     let second = f.checkpoint(2, SnapshotKind::Incremental);
     let (base2, deltas) = chain(&second);
@@ -158,7 +180,10 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
         (rk(v, "k0"), vec![Tombstone, Value(b"new".to_vec())]),
         (rk(v, "k1"), vec![Tombstone]),
         (rk(l, "k2"), vec![Tombstone, List(list(&[b"e", b"more"]))]),
-        (rk(m, "k3"), vec![Tombstone, MapEntry(b"u2".to_vec(), b"w".to_vec())]),
+        (
+            rk(m, "k3"),
+            vec![Tombstone, MapEntry(b"u2".to_vec(), b"w".to_vec())],
+        ),
         (rk(m, "k4"), vec![Tombstone]),
         (rk(v, "fresh"), vec![Tombstone, Value(b"f".to_vec())]),
         (rk(v, "k5"), vec![Tombstone, Value(b"v5".to_vec())]),
@@ -171,7 +196,10 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
     // base + delta restores the current state, at any parallelism.
     let now = content(std::slice::from_ref(&f.b));
     for parallelism in [1, 3] {
-        assert_eq!(content(&f.restore(&[second.clone()], parallelism)), now);
+        assert_eq!(
+            content(&f.restore(std::slice::from_ref(&second), parallelism)),
+            now
+        );
     }
 }
 
@@ -189,7 +217,11 @@ fn aborted_and_pending_checkpoints_keep_their_changes_for_the_next_delta() {
     f.b.put(v, &key("C"), b"a", b"c").unwrap();
     let fourth = f.checkpoint(4, SnapshotKind::Incremental);
     let (_, deltas) = chain(&fourth);
-    assert_eq!(deltas.len(), 1, "a delta on base 1: 2 was aborted, 3 never completed");
+    assert_eq!(
+        deltas.len(),
+        1,
+        "a delta on base 1: 2 was aborted, 3 never completed"
+    );
     let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
     assert_eq!(changed, vec![rk(v, "A"), rk(v, "B"), rk(v, "C")]);
     f.complete(4);
@@ -199,7 +231,10 @@ fn aborted_and_pending_checkpoints_keep_their_changes_for_the_next_delta() {
     assert_eq!(deltas.len(), 2);
     let changed: Vec<RowKey> = f.delta_rows(&deltas[1]).into_keys().collect();
     assert_eq!(changed, vec![rk(v, "D")]);
-    assert_eq!(content(&f.restore(&[fifth], 2)), content(std::slice::from_ref(&f.b)));
+    assert_eq!(
+        content(&f.restore(&[fifth], 2)),
+        content(std::slice::from_ref(&f.b))
+    );
 }
 
 #[test]
@@ -212,6 +247,34 @@ fn a_full_checkpoint_is_no_delta_base() {
     let full = f.checkpoint(2, SnapshotKind::Full);
     assert!(matches!(full, KeyedStateHandle::Canonical { .. }));
     f.complete(2);
+    f.b.put(v, &key("B"), b"a", b"b").unwrap();
+    // Retention may have deleted the chain's base once the full checkpoint completed: the
+    // next incremental checkpoint is a new base.
+    let third = f.checkpoint(3, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&third);
+    assert!(
+        deltas.is_empty(),
+        "a completed full checkpoint forces a new base"
+    );
+    f.complete(3);
+    f.b.put(v, &key("C"), b"a", b"c").unwrap();
+    let fourth = f.checkpoint(4, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&fourth);
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "C")]);
+}
+
+#[test]
+fn a_pending_full_checkpoint_changes_nothing_in_the_chain() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    f.b.put(v, &key("A"), b"a", b"a").unwrap();
+    // A full checkpoint that is aborted (or never completes) is neither a base nor a reason
+    // to re-base; its changes stay in the next delta.
+    f.checkpoint(2, SnapshotKind::Full);
+    f.b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
     f.b.put(v, &key("B"), b"a", b"b").unwrap();
     let third = f.checkpoint(3, SnapshotKind::Incremental);
     let (_, deltas) = chain(&third);
@@ -226,9 +289,8 @@ fn writes_after_the_capture_are_not_in_the_delta_but_in_the_next() {
     f.checkpoint(1, SnapshotKind::Incremental);
     f.complete(1);
     f.b.put(v, &key("A"), b"a", b"1").unwrap();
-    let job = f
-        .b
-        .snapshot(&SnapshotRequest {
+    let job =
+        f.b.snapshot(&SnapshotRequest {
             checkpoint_id: CheckpointId(2),
             subtask_index: 0,
             kind: SnapshotKind::Incremental,
@@ -243,7 +305,9 @@ fn writes_after_the_capture_are_not_in_the_delta_but_in_the_next() {
     let rows = f.delta_rows(&deltas[0]);
     assert_eq!(
         rows,
-        [(rk(v, "A"), vec![Tombstone, Value(b"1".to_vec())])].into_iter().collect()
+        [(rk(v, "A"), vec![Tombstone, Value(b"1".to_vec())])]
+            .into_iter()
+            .collect()
     );
     f.complete(2);
     let third = f.checkpoint(3, SnapshotKind::Incremental);
@@ -291,9 +355,15 @@ fn without_change_tracking_incremental_checkpoints_are_full() {
     });
     assert_eq!(f.b.stats().change_records, 0);
     let handle = f.checkpoint(1, SnapshotKind::Incremental);
-    assert!(matches!(handle, KeyedStateHandle::Canonical { .. }), "{handle:?}");
+    assert!(
+        matches!(handle, KeyedStateHandle::Canonical { .. }),
+        "{handle:?}"
+    );
     f.complete(1);
-    assert!(matches!(f.b.delta_view(CheckpointId(1)), Err(Error::Config(_))));
+    assert!(matches!(
+        f.b.delta_view(CheckpointId(1)),
+        Err(Error::Config(_))
+    ));
 }
 
 #[test]
@@ -312,7 +382,10 @@ fn chains_rebase_after_the_policy_limit() {
         f.complete(id);
         let (base, deltas) = chain(&handle);
         bases.push((base.path, deltas.len()));
-        assert_eq!(content(&f.restore(&[handle], 1)), content(std::slice::from_ref(&f.b)));
+        assert_eq!(
+            content(&f.restore(&[handle], 1)),
+            content(std::slice::from_ref(&f.b))
+        );
     }
     let lengths: Vec<usize> = bases.iter().map(|(_, n)| *n).collect();
     assert_eq!(lengths, vec![0, 1, 2, 0, 1, 2]);

@@ -61,7 +61,9 @@ fn owned(row: &StateRow<'_>) -> (RowKey, Owned) {
     let value = match row.value {
         RowValue::Value(v) => Owned::Value(v.to_vec()),
         RowValue::List(l) => Owned::List(l.to_vec()),
-        RowValue::MapEntry { user_key, value } => Owned::MapEntry(user_key.to_vec(), value.to_vec()),
+        RowValue::MapEntry { user_key, value } => {
+            Owned::MapEntry(user_key.to_vec(), value.to_vec())
+        }
         RowValue::Tombstone => Owned::Tombstone,
     };
     ((row.state, row.key.to_vec(), row.namespace.to_vec()), value)

@@ -21,7 +21,10 @@ fn value_put_get_overwrite_remove_per_namespace() {
     b.put(s, &k, b"n2", b"two").unwrap();
     assert_eq!(b.get(s, &k, b"n1").unwrap(), Some(b"one".to_vec()));
     b.put(s, &k, b"n1", b"uno, longer than before").unwrap();
-    assert_eq!(b.get(s, &k, b"n1").unwrap(), Some(b"uno, longer than before".to_vec()));
+    assert_eq!(
+        b.get(s, &k, b"n1").unwrap(),
+        Some(b"uno, longer than before".to_vec())
+    );
     b.put(s, &k, b"n1", b"1").unwrap();
     assert_eq!(b.get(s, &k, b"n1").unwrap(), Some(b"1".to_vec()));
     // An empty value is a value, not an absence.
@@ -60,7 +63,10 @@ fn lists_keep_order_and_empty_is_absent() {
     let k = key("k");
     assert!(b.list_get(s, &k, b"").unwrap().is_empty());
     b.list_append(s, &k, b"", &[]).unwrap();
-    assert!(b.keys(s, b"").unwrap().is_empty(), "appending nothing creates nothing");
+    assert!(
+        b.keys(s, b"").unwrap().is_empty(),
+        "appending nothing creates nothing"
+    );
     assert_eq!(b.stats().entries, 0);
     b.list_append(s, &k, b"", &[b"a", b""]).unwrap();
     b.list_append(s, &k, b"", &[b"c"]).unwrap();
@@ -69,7 +75,10 @@ fn lists_keep_order_and_empty_is_absent() {
         vec![b"a".to_vec(), vec![], b"c".to_vec()]
     );
     b.list_replace(s, &k, b"", &[b"x", b"y"]).unwrap();
-    assert_eq!(b.list_get(s, &k, b"").unwrap(), vec![b"x".to_vec(), b"y".to_vec()]);
+    assert_eq!(
+        b.list_get(s, &k, b"").unwrap(),
+        vec![b"x".to_vec(), b"y".to_vec()]
+    );
     b.list_append(s, &k, b"", &[b"z"]).unwrap();
     assert_eq!(b.list_get(s, &k, b"").unwrap().len(), 3);
     b.list_replace(s, &k, b"", &[]).unwrap();
@@ -99,7 +108,10 @@ fn maps_get_put_remove_entries_and_empty_is_absent() {
     entries.sort();
     assert_eq!(
         entries,
-        vec![(b"u1".to_vec(), b"v1b".to_vec()), (b"u2".to_vec(), b"v2".to_vec())]
+        vec![
+            (b"u1".to_vec(), b"v1b".to_vec()),
+            (b"u2".to_vec(), b"v2".to_vec())
+        ]
     );
     b.map_remove(s, &k, b"", b"u1").unwrap();
     b.map_remove(s, &k, b"", b"missing").unwrap();
@@ -112,7 +124,10 @@ fn maps_get_put_remove_entries_and_empty_is_absent() {
     b.map_put(s, &k, b"other-ns", b"u", b"v").unwrap();
     b.remove(s, &k, b"").unwrap();
     assert!(b.map_is_empty(s, &k, b"").unwrap());
-    assert_eq!(b.map_get(s, &k, b"other-ns", b"u").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        b.map_get(s, &k, b"other-ns", b"u").unwrap(),
+        Some(b"v".to_vec())
+    );
 }
 
 #[test]
@@ -229,9 +244,18 @@ fn wrong_kinds_unknown_ids_and_registration() {
     unsupported(b.map_put(v, &k, b"", b"u", b"x"), "map_put");
     unsupported(b.map_get(l, &k, b"", b"u").map(drop), "map_get");
     let ghost = StateId(99);
-    assert!(matches!(b.get(ghost, &k, b""), Err(Error::UnknownStateId { id: 99 })));
-    assert!(matches!(b.remove(ghost, &k, b""), Err(Error::UnknownStateId { id: 99 })));
-    assert!(matches!(b.keys(ghost, b""), Err(Error::UnknownStateId { id: 99 })));
+    assert!(matches!(
+        b.get(ghost, &k, b""),
+        Err(Error::UnknownStateId { id: 99 })
+    ));
+    assert!(matches!(
+        b.remove(ghost, &k, b""),
+        Err(Error::UnknownStateId { id: 99 })
+    ));
+    assert!(matches!(
+        b.keys(ghost, b""),
+        Err(Error::UnknownStateId { id: 99 })
+    ));
     // Registration is idempotent for compatible metadata and strict otherwise.
     assert_eq!(b.register_state(&meta("v", StateKind::Value)).unwrap(), v);
     assert!(matches!(
@@ -244,7 +268,11 @@ fn wrong_kinds_unknown_ids_and_registration() {
         b.register_state(&other_codec),
         Err(Error::StateCodecMismatch { .. })
     ));
-    let names: Vec<String> = b.registered_states().into_iter().map(|(_, m)| m.name).collect();
+    let names: Vec<String> = b
+        .registered_states()
+        .into_iter()
+        .map(|(_, m)| m.name)
+        .collect();
     assert_eq!(names, vec!["v", "l", "m"]);
 }
 
@@ -258,7 +286,11 @@ fn concurrent_registration_gives_usable_distinct_ids() {
                 (0..50)
                     .map(|i| {
                         // Half the names are shared between threads.
-                        let name = if i % 2 == 0 { format!("shared-{i}") } else { format!("t{t}-{i}") };
+                        let name = if i % 2 == 0 {
+                            format!("shared-{i}")
+                        } else {
+                            format!("t{t}-{i}")
+                        };
                         let id = b.register_state(&meta(&name, StateKind::Value)).unwrap();
                         b.put(id, &key("k"), b"", name.as_bytes()).unwrap();
                         (name, id)
@@ -304,24 +336,46 @@ fn apply_rows_applies_every_row_kind_in_order() {
             row(v, RowValue::Value(b"2")),
             row(l, RowValue::List(&ab)),
             row(m, RowValue::Tombstone),
-            row(m, RowValue::MapEntry { user_key: b"u1", value: b"x1" }),
-            row(m, RowValue::MapEntry { user_key: b"u2", value: b"x2" }),
+            row(
+                m,
+                RowValue::MapEntry {
+                    user_key: b"u1",
+                    value: b"x1",
+                },
+            ),
+            row(
+                m,
+                RowValue::MapEntry {
+                    user_key: b"u2",
+                    value: b"x2",
+                },
+            ),
         ],
     )
     .unwrap();
     assert_eq!(b.get(v, &k, b"").unwrap(), Some(b"2".to_vec()));
-    assert_eq!(b.list_get(l, &k, b"").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        b.list_get(l, &k, b"").unwrap(),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
     let mut entries = b.map_entries(m, &k, b"").unwrap();
     entries.sort();
     assert_eq!(
         entries,
-        vec![(b"u1".to_vec(), b"x1".to_vec()), (b"u2".to_vec(), b"x2".to_vec())]
+        vec![
+            (b"u1".to_vec(), b"x1".to_vec()),
+            (b"u2".to_vec(), b"x2".to_vec())
+        ]
     );
     // An empty list row clears.
     b.apply_rows(kg, &[row(l, RowValue::List(&[]))]).unwrap();
     assert!(b.list_get(l, &k, b"").unwrap().is_empty());
     // Restore writes are not changes: they are the base.
-    assert_eq!(b.stats().change_records, 2, "only the list append and map put before it");
+    assert_eq!(
+        b.stats().change_records,
+        2,
+        "only the list append and map put before it"
+    );
 }
 
 #[test]
@@ -334,23 +388,44 @@ fn apply_rows_rejects_damaged_rows() {
     let truncated = [5u8, 0, 0, 0, b'a'];
     let r = b.apply_rows(
         kg,
-        &[StateRow { state: l, key: k.key(), namespace: b"", value: RowValue::List(&truncated) }],
+        &[StateRow {
+            state: l,
+            key: k.key(),
+            namespace: b"",
+            value: RowValue::List(&truncated),
+        }],
     );
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
     let r = b.apply_rows(
         kg,
-        &[StateRow { state: l, key: k.key(), namespace: b"", value: RowValue::Value(b"x") }],
+        &[StateRow {
+            state: l,
+            key: k.key(),
+            namespace: b"",
+            value: RowValue::Value(b"x"),
+        }],
     );
-    assert!(matches!(r, Err(Error::Corrupt { .. })), "value row for a list: {r:?}");
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })),
+        "value row for a list: {r:?}"
+    );
     let elsewhere = (0..)
         .map(|i| key(&format!("other-{i}")))
         .find(|o| o.key_group() != kg)
         .unwrap();
     let r = b.apply_rows(
         kg,
-        &[StateRow { state: v, key: elsewhere.key(), namespace: b"", value: RowValue::Value(b"x") }],
+        &[StateRow {
+            state: v,
+            key: elsewhere.key(),
+            namespace: b"",
+            value: RowValue::Value(b"x"),
+        }],
     );
-    assert!(matches!(r, Err(Error::Corrupt { .. })), "key of another group: {r:?}");
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })),
+        "key of another group: {r:?}"
+    );
     assert!(b.list_get(l, &k, b"").unwrap().is_empty());
     assert_eq!(b.get(v, &elsewhere, b"").unwrap(), None);
 }

@@ -26,8 +26,10 @@ fn fill(b: &HeapBackend, n: usize) -> [StateId; 4] {
         let k = key(&format!("k{i}"));
         for ns in [&b"a"[..], b"b"] {
             b.put(v, &k, ns, format!("v{i}").as_bytes()).unwrap();
-            b.list_append(l, &k, ns, &[format!("e{i}").as_bytes(), b"x"]).unwrap();
-            b.map_put(m, &k, ns, b"u1", format!("m{i}").as_bytes()).unwrap();
+            b.list_append(l, &k, ns, &[format!("e{i}").as_bytes(), b"x"])
+                .unwrap();
+            b.map_put(m, &k, ns, b"u1", format!("m{i}").as_bytes())
+                .unwrap();
             b.map_put(m, &k, ns, b"u2", b"w").unwrap();
             b.put(r, &k, ns, &(i as u64).to_le_bytes()).unwrap();
         }
@@ -70,7 +72,10 @@ fn a_view_does_not_see_writes_or_removals_made_after_it() {
 
     // A new view sees the writes.
     let after = dump(&b.snapshot_view());
-    assert_eq!(after[&(v, b"k0".to_vec(), b"a".to_vec())], vec![Owned::Value(b"changed".to_vec())]);
+    assert_eq!(
+        after[&(v, b"k0".to_vec(), b"a".to_vec())],
+        vec![Owned::Value(b"changed".to_vec())]
+    );
     assert!(!after.contains_key(&(v, b"k1".to_vec(), b"a".to_vec())));
     assert_eq!(
         after[&(l, b"k2".to_vec(), b"a".to_vec())],
@@ -87,7 +92,12 @@ fn a_view_does_not_see_writes_or_removals_made_after_it() {
     drop(view);
     let stats = b.stats();
     assert_eq!(
-        (stats.old_versions, stats.tombstones, stats.retained_entries, stats.live_snapshots),
+        (
+            stats.old_versions,
+            stats.tombstones,
+            stats.retained_entries,
+            stats.live_snapshots
+        ),
         (0, 0, 0, 0),
         "{stats:?}"
     );
@@ -126,7 +136,11 @@ fn overlapping_views_each_keep_their_own_epoch() {
         }
     }
     let stats = b.stats();
-    assert_eq!((stats.old_versions, stats.tombstones, stats.retained_entries), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.old_versions, stats.tombstones, stats.retained_entries),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -173,13 +187,19 @@ fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
                     let seen = writes.load(Ordering::Relaxed);
                     let deadline = Instant::now() + Duration::from_secs(20);
                     while writes.load(Ordering::Relaxed) < seen + 1_000 {
-                        assert!(Instant::now() < deadline, "writers are blocked while the view is read");
+                        assert!(
+                            Instant::now() < deadline,
+                            "writers are blocked while the view is read"
+                        );
                         std::thread::yield_now();
                     }
                 }
                 match row.value {
                     RowValue::Value(bytes) => {
-                        values.insert(row.key.to_vec(), u32::from_le_bytes(bytes.try_into().unwrap()));
+                        values.insert(
+                            row.key.to_vec(),
+                            u32::from_le_bytes(bytes.try_into().unwrap()),
+                        );
                     }
                     RowValue::List(bytes) => {
                         let rounds = flowstate_api::list_encoding::decode(bytes)
@@ -208,7 +228,11 @@ fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
                 let round = values.get(name.as_bytes()).copied().unwrap_or(0);
                 let list = lists.get(name.as_bytes()).cloned().unwrap_or_default();
                 let appended = list.len() as u32;
-                assert_eq!(list, (1..=appended).collect::<Vec<_>>(), "writer {t} key {i}: list");
+                assert_eq!(
+                    list,
+                    (1..=appended).collect::<Vec<_>>(),
+                    "writer {t} key {i}: list"
+                );
                 observed.push((round, appended));
             }
             let last_seen = observed
@@ -230,10 +254,19 @@ fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
         w.join().unwrap();
     }
     let stats = b.stats();
-    assert_eq!((stats.old_versions, stats.live_snapshots), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.old_versions, stats.live_snapshots),
+        (0, 0),
+        "{stats:?}"
+    );
 }
 
-fn take(b: &HeapBackend, id: u64, subtask: u32, kind: SnapshotKind) -> Box<dyn flowstate_api::SnapshotJob> {
+fn take(
+    b: &HeapBackend,
+    id: u64,
+    subtask: u32,
+    kind: SnapshotKind,
+) -> Box<dyn flowstate_api::SnapshotJob> {
     b.snapshot(&SnapshotRequest {
         checkpoint_id: CheckpointId(id),
         subtask_index: subtask,
@@ -243,7 +276,11 @@ fn take(b: &HeapBackend, id: u64, subtask: u32, kind: SnapshotKind) -> Box<dyn f
 }
 
 /// What `b` holds, read through the public API, for every key of `fill`.
-fn observe(b: &HeapBackend, states: [StateId; 4], n: usize) -> BTreeMap<(usize, &'static str, Vec<u8>), Vec<u8>> {
+fn observe(
+    b: &HeapBackend,
+    states: [StateId; 4],
+    n: usize,
+) -> BTreeMap<(usize, &'static str, Vec<u8>), Vec<u8>> {
     let [v, l, m, r] = states;
     let mut out = BTreeMap::new();
     for i in 0..n {
@@ -262,7 +299,14 @@ fn observe(b: &HeapBackend, states: [StateId; 4], n: usize) -> BTreeMap<(usize, 
             let mut entries = b.map_entries(m, &k, ns).unwrap();
             entries.sort();
             if !entries.is_empty() {
-                out.insert((i, "m", ns.to_vec()), entries.into_iter().flat_map(|(a, b)| [a, b]).flatten().collect());
+                out.insert(
+                    (i, "m", ns.to_vec()),
+                    entries
+                        .into_iter()
+                        .flat_map(|(a, b)| [a, b])
+                        .flatten()
+                        .collect(),
+                );
             }
             if let Some(x) = b.get(r, &k, ns).unwrap() {
                 out.insert((i, "r", ns.to_vec()), x);
@@ -281,7 +325,11 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
     let p2 = Parallelism::new(2).unwrap();
     // Two old subtasks.
     let old: Vec<HeapBackend> = (0..2)
-        .map(|i| factory.create(max(), key_group_range_for_operator(max(), p2, i).unwrap()).unwrap())
+        .map(|i| {
+            factory
+                .create(max(), key_group_range_for_operator(max(), p2, i).unwrap())
+                .unwrap()
+        })
         .collect();
     let whole = backend();
     let states = fill(&whole, N);
@@ -305,7 +353,9 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
                         let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
                         b.list_replace(row.state, &k, row.namespace, &refs)
                     }
-                    RowValue::MapEntry { user_key, value } => b.map_put(row.state, &k, row.namespace, user_key, value),
+                    RowValue::MapEntry { user_key, value } => {
+                        b.map_put(row.state, &k, row.namespace, user_key, value)
+                    }
                     RowValue::Tombstone => unreachable!(),
                 }
             })
@@ -317,7 +367,10 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
     let handles: Vec<KeyedStateHandle> = old
         .iter()
         .enumerate()
-        .map(|(i, b)| rt.block_on(take(b, 1, i as u32, SnapshotKind::Full).run(storage.clone())).unwrap())
+        .map(|(i, b)| {
+            rt.block_on(take(b, 1, i as u32, SnapshotKind::Full).run(storage.clone()))
+                .unwrap()
+        })
         .collect();
     // Writes after the snapshots are not in them.
     for b in &old {
@@ -331,12 +384,18 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
         let mut seen = BTreeMap::new();
         for i in 0..parallelism {
             let range = key_group_range_for_operator(max(), p, i).unwrap();
-            let restored = rt.block_on(factory.restore(max(), range, &storage, &handles)).unwrap();
+            let restored = rt
+                .block_on(factory.restore(max(), range, &storage, &handles))
+                .unwrap();
             assert_eq!(restored.key_group_range(), range);
-            let names: Vec<String> = restored.registered_states().into_iter().map(|(_, m)| m.name).collect();
+            let names: Vec<String> = restored
+                .registered_states()
+                .into_iter()
+                .map(|(_, m)| m.name)
+                .collect();
             assert_eq!(names, vec!["v", "l", "m", "r"]);
             let got = observe(&restored, states, N);
-            for ((key_index, _, _), _) in &got {
+            for (key_index, _, _) in got.keys() {
                 let kg = key(&format!("k{key_index}")).key_group();
                 assert!(range.contains(kg), "restored a key outside its range");
             }
@@ -358,17 +417,28 @@ fn snapshot_files_are_in_key_group_order_and_carry_only_their_groups() {
     let [v, ..] = fill_owned(&b, 400);
     let job = take(&b, 7, 3, SnapshotKind::Full);
     let handle = rt.block_on(job.run(storage.clone())).unwrap();
-    let KeyedStateHandle::Canonical { key_group_range, file } = &handle else {
+    let KeyedStateHandle::Canonical {
+        key_group_range,
+        file,
+    } = &handle
+    else {
         panic!("full snapshots are canonical: {handle:?}")
     };
     assert_eq!(*key_group_range, range);
-    assert!(file.path.starts_with("chk-00000000000000000007/"), "{}", file.path);
+    assert!(
+        file.path.starts_with("chk-00000000000000000007/"),
+        "{}",
+        file.path
+    );
     let info = rt.block_on(snapshot::read_info(&storage, file)).unwrap();
     assert_eq!(info.metadata.key_group_range, range);
     assert_eq!(info.metadata.kind, SnapshotFileKind::Full);
     assert_eq!(info.metadata.states.len(), 4);
     let groups: Vec<u32> = info.index.iter().map(|e| e.key_group.get()).collect();
-    assert!(groups.windows(2).all(|w| w[0] < w[1]), "blocks not ascending: {groups:?}");
+    assert!(
+        groups.windows(2).all(|w| w[0] < w[1]),
+        "blocks not ascending: {groups:?}"
+    );
     let mut with_data: Vec<u32> = b
         .keys(v, b"a")
         .unwrap()
@@ -380,15 +450,27 @@ fn snapshot_files_are_in_key_group_order_and_carry_only_their_groups() {
     assert_eq!(groups, with_data);
     // Every block's rows belong to its key group.
     let mut rows = 0;
-    rt.block_on(snapshot::read_blocks(&storage, file, &info, &range, |kg, block| {
-        for row in block {
-            assert_eq!(key_group_for_key_bytes(row.key, max()), kg);
-            rows += 1;
-        }
-        Ok(())
-    }))
+    rt.block_on(snapshot::read_blocks(
+        &storage,
+        file,
+        &info,
+        &range,
+        |kg, block| {
+            for row in block {
+                assert_eq!(key_group_for_key_bytes(row.key, max()), kg);
+                rows += 1;
+            }
+            Ok(())
+        },
+    ))
     .unwrap();
-    assert_eq!(rows as usize, dump(&b.snapshot_view()).values().map(Vec::len).sum::<usize>());
+    assert_eq!(
+        rows as usize,
+        dump(&b.snapshot_view())
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+    );
 }
 
 /// Like `fill`, with only the keys the backend owns.
@@ -415,7 +497,10 @@ fn fill_owned(b: &HeapBackend, n: usize) -> [StateId; 4] {
                 value: match value {
                     Owned::Value(x) => RowValue::Value(x),
                     Owned::List(x) => RowValue::List(x),
-                    Owned::MapEntry(u, x) => RowValue::MapEntry { user_key: u, value: x },
+                    Owned::MapEntry(u, x) => RowValue::MapEntry {
+                        user_key: u,
+                        value: x,
+                    },
                     Owned::Tombstone => RowValue::Tombstone,
                 },
             })

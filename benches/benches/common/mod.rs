@@ -88,8 +88,14 @@ pub fn value_groups(
         group.finish();
     }
     // Updates and insert/remove rounds must have left every preloaded key in place.
-    must("checking our keys after the run", check_preloaded(ours, &workload));
-    must("checking the raw keys after the run", check_preloaded(raw, &workload));
+    must(
+        "checking our keys after the run",
+        check_preloaded(ours, &workload),
+    );
+    must(
+        "checking the raw keys after the run",
+        check_preloaded(raw, &workload),
+    );
 }
 
 /// Settings of groups whose one iteration takes seconds (restores).

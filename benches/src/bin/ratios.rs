@@ -137,7 +137,10 @@ fn rescale(keys: usize, rounds: usize) -> Result<()> {
     println!("RocksDB rescale restore of {keys} keys from native incremental checkpoints (median of {rounds}):");
     let started = Instant::now();
     let fixture = RescaleFixture::build(keys)?;
-    println!("  checkpoints built in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "  checkpoints built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     fixture.verify()?;
     println!(
         "{:<10} {:>14} {:>14} {:>16} {:>10}",
