@@ -36,6 +36,11 @@ pub fn varint_len(mut value: u64) -> usize {
 /// Appends the (key group, key, namespace) prefix of a row to `out`.
 pub fn push_prefix(out: &mut Vec<u8>, key_group: KeyGroup, key: &[u8], namespace: &[u8]) {
     out.extend_from_slice(&key_group.to_be_bytes());
+    push_key_and_namespace(out, key, namespace);
+}
+
+/// Appends the length-prefixed key and namespace: the prefix without its key group.
+pub fn push_key_and_namespace(out: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
     push_varint(out, key.len() as u64);
     out.extend_from_slice(key);
     push_varint(out, namespace.len() as u64);
@@ -106,6 +111,8 @@ pub struct DecodedKey<'a> {
     pub namespace: &'a [u8],
     /// The map user key; empty for other kinds.
     pub user_key: &'a [u8],
+    /// Length of the (key group, key, namespace) prefix within the stored key.
+    pub prefix_len: usize,
 }
 
 /// Reads an unsigned LEB128 varint from the front of `bytes`; `None` when truncated or longer
@@ -149,6 +156,7 @@ pub fn decode_key(raw: &[u8]) -> Result<DecodedKey<'_>> {
         key,
         namespace,
         user_key: rest,
+        prefix_len: raw.len() - rest.len(),
     })
 }
 
@@ -167,6 +175,7 @@ mod tests {
         assert_eq!(d.key_group, ctx.key_group().get());
         assert_eq!((d.key, d.namespace, d.user_key), (&long_key[..], &b"ns"[..], &b"uk"[..]));
         assert_eq!(value_key(&ctx, b"ns").len(), prefix_len(&long_key, b"ns"));
+        assert_eq!(d.prefix_len, prefix_len(&long_key, b"ns"));
 
         let low = KeyContext::with_key_group(b"zzz".to_vec(), KeyGroup::new(3, max).unwrap());
         let high = KeyContext::with_key_group(b"a".to_vec(), KeyGroup::new(4, max).unwrap());

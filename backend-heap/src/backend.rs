@@ -27,9 +27,10 @@ use crate::view::HeapSnapshotView;
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeapConfig {
     /// Record which entries change between checkpoints, so incremental checkpoints upload
-    /// only those (as changelog deltas). Costs one `Arc` clone and one push per entry per
-    /// checkpoint interval (on the entry's first change in it). Without it, incremental
-    /// checkpoints are written full.
+    /// only those (as changelog deltas). Recording starts with the first incremental
+    /// checkpoint and costs one `Arc` clone and one push per entry per checkpoint interval
+    /// (on the entry's first change in it). Without it, incremental checkpoints are written
+    /// full.
     pub change_tracking: bool,
     /// When an incremental checkpoint writes a new base instead of another delta.
     pub changelog: ChangelogPolicy,
@@ -835,6 +836,7 @@ impl StateBackend for HeapBackend {
         let inner = &self.inner;
         if request.kind == SnapshotKind::Incremental && inner.config.change_tracking {
             let mut checkpoints = inner.checkpoints.lock();
+            inner.epochs.start_tracking();
             let plan = match inner.chain.plan() {
                 ChangelogPlan::Delta { since, .. }
                     if checkpoints

@@ -17,6 +17,10 @@ use crate::cell::{LiveSnapshots, WriteEpoch, NO_SNAPSHOT};
 #[derive(Debug)]
 pub(crate) struct Epochs {
     write: AtomicU64,
+    /// Writes stamped with this epoch or later record their changes; `u64::MAX` until the
+    /// first incremental checkpoint is captured (a chain starts with a full base, and
+    /// completing it drops every older record, so recording before it is wasted work).
+    track_from: AtomicU64,
     /// Newest live snapshot epoch, or `NO_SNAPSHOT`.
     pinned: AtomicU64,
     /// Live snapshot epochs and how many views pin each.
@@ -27,6 +31,7 @@ impl Default for Epochs {
     fn default() -> Self {
         Self {
             write: AtomicU64::new(1),
+            track_from: AtomicU64::new(u64::MAX),
             pinned: AtomicU64::new(NO_SNAPSHOT),
             live: Mutex::new(BTreeMap::new()),
         }
@@ -42,6 +47,20 @@ impl Epochs {
         let stamp = self.write.load(Ordering::Acquire);
         let pinned = self.pinned.load(Ordering::Acquire);
         WriteEpoch { stamp, pinned }
+    }
+
+    /// True when a write stamped `stamp` must record its change.
+    #[inline]
+    pub(crate) fn tracks(&self, stamp: u64) -> bool {
+        stamp >= self.track_from.load(Ordering::Relaxed)
+    }
+
+    /// Starts change tracking (idempotent); call before pinning the first incremental
+    /// checkpoint's view. The pin's Release store then publishes it to every writer that
+    /// stamps a later epoch.
+    pub(crate) fn start_tracking(&self) {
+        let current = self.write.load(Ordering::Acquire);
+        self.track_from.fetch_min(current, Ordering::Release);
     }
 
     /// Pins the current epoch for a new snapshot and advances the clock. O(1).

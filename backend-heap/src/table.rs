@@ -166,8 +166,8 @@ impl<V> KgTable<V> {
 
 impl<V: Versioned> KgTable<V> {
     /// Writes `(key, namespace)` under its shard's write lock: `occupied` changes an existing
-    /// entry, `vacant` may create one. Records the first change of each epoch when `track`,
-    /// and entries that kept old versions for the sweeper.
+    /// entry, `vacant` may create one. Records the first change of each epoch when `track`
+    /// (and tracking has started), and entries that kept old versions for the sweeper.
     #[inline]
     pub(crate) fn write(
         &self,
@@ -187,7 +187,11 @@ impl<V: Versioned> KgTable<V> {
                 let value = value.get_mut();
                 let first_change_of_epoch = value.stamp() < e.stamp;
                 let outcome = occupied(value, e);
-                if track && outcome.change.changed && first_change_of_epoch {
+                if track
+                    && outcome.change.changed
+                    && first_change_of_epoch
+                    && epochs.tracks(e.stamp)
+                {
                     self.changes.lock().record(entry_key.clone(), e.stamp);
                 }
                 if outcome.change.kept_old {
@@ -203,7 +207,7 @@ impl<V: Versioned> KgTable<V> {
             None => {
                 if let Some(value) = vacant(e) {
                     let entry_key = EntryKey::new(key, namespace);
-                    if track {
+                    if track && epochs.tracks(e.stamp) {
                         self.changes.lock().record(entry_key.clone(), e.stamp);
                     }
                     let hasher = self.map.hasher();

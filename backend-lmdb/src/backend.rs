@@ -1,6 +1,7 @@
 //! [`LmdbBackend`]: keyed state in one LMDB environment, behind a write buffer.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,16 +82,14 @@ fn ensure_reader<'a>(
     reader: &'a mut Option<RoTxn<'static, WithoutTls>>,
     env: &Env<WithoutTls>,
 ) -> Result<&'a RoTxn<'static, WithoutTls>> {
-    if reader.is_none() {
-        let txn = env
-            .clone()
-            .static_read_txn()
-            .map_err(|e| LmdbError::heed("opening a read transaction", e))?;
-        *reader = Some(txn);
-    }
-    reader
-        .as_ref()
-        .ok_or_else(|| Error::Config("LMDB read transaction vanished".into()))
+    Ok(match reader {
+        Some(txn) => txn,
+        None => reader.insert(
+            env.clone()
+                .static_read_txn()
+                .map_err(|e| LmdbError::heed("opening a read transaction", e))?,
+        ),
+    })
 }
 
 impl Inner {
@@ -164,31 +163,32 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the whole write buffer in one transaction.
+    /// Writes the whole write buffer to LMDB: one transaction, or several when the buffer
+    /// outgrew [`LmdbConfig::transaction_bytes`] while a flush was postponed. On
+    /// [`WriteOutcome::Deferred`] or an error, what was not committed stays buffered.
     pub(crate) fn flush(
         &mut self,
         config: &LmdbConfig,
         active_readers: &AtomicUsize,
     ) -> Result<WriteOutcome> {
-        if self.overlay.is_empty() {
-            return Ok(WriteOutcome::Committed);
+        while !self.overlay.is_empty() {
+            let batch = self.overlay.split_front(config.transaction_bytes());
+            let outcome = self.write_with_growth(
+                config,
+                active_readers,
+                "flushing the write buffer",
+                &mut |wtxn, dbs| write_overlay(wtxn, dbs, &batch),
+            );
+            match outcome {
+                Ok(WriteOutcome::Committed) => {}
+                other => {
+                    self.overlay.merge_back(batch);
+                    return other;
+                }
+            }
         }
-        let overlay = std::mem::take(&mut self.overlay);
-        let outcome = self.write_with_growth(
-            config,
-            active_readers,
-            "flushing the write buffer",
-            &mut |wtxn, dbs| write_overlay(wtxn, dbs, &overlay),
-        );
-        self.overlay = overlay;
-        if outcome
-            .as_ref()
-            .is_ok_and(|o| *o == WriteOutcome::Committed)
-        {
-            self.overlay.clear();
-            self.flush_deferred = false;
-        }
-        outcome
+        self.flush_deferred = false;
+        Ok(WriteOutcome::Committed)
     }
 
     fn maybe_flush(&mut self, config: &LmdbConfig, active_readers: &AtomicUsize) -> Result<()> {
@@ -225,7 +225,7 @@ impl Inner {
                     .types::<Bytes, Bytes>()
                     .name(&name)
                     .create(wtxn)
-                    .map(CommitOrAbort::<_, ()>::Commit)
+                    .map(CommitOrAbort::<_, Infallible>::Commit)
             });
             match created {
                 Ok(CommitOrAbort::Commit(db)) => {
@@ -233,11 +233,7 @@ impl Inner {
                     self.stats.commits += 1;
                     return Ok(());
                 }
-                Ok(CommitOrAbort::Abort(())) => {
-                    return Err(Error::Config(
-                        "creating an LMDB database was aborted".into(),
-                    ))
-                }
+                Ok(CommitOrAbort::Abort(never)) => match never {},
                 Err(heed::Error::Mdb(heed::MdbError::DbsFull)) => {
                     return Err(LmdbError::TooManyStates {
                         max: config.max_states,
@@ -997,7 +993,7 @@ impl KeyedStateBackend for LmdbBackend {
                 .iter()
                 .take_while(|row| {
                     bytes += row_size(row);
-                    bytes <= self.config.write_buffer_bytes
+                    bytes <= self.config.transaction_bytes()
                 })
                 .count()
                 .max(1);
@@ -1041,7 +1037,8 @@ impl LmdbBackend {
             inner.overlay.state(state),
             &inner.key_buf,
             self.max_key_size,
-            &mut |stored, value| Ok(visit(&stored[prefix_len..], value)),
+            // Every scanned key starts with the prefix.
+            &mut |stored, value| Ok(visit(stored.get(prefix_len..).unwrap_or_default(), value)),
         )
     }
 }

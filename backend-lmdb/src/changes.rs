@@ -5,6 +5,10 @@
 //! checkpoint is every change not yet covered by a *completed* checkpoint: the sealed sets of
 //! pending or aborted checkpoints plus the changes since the last snapshot. A completed
 //! checkpoint drops its set and every older one.
+//!
+//! These are the semantics of [`flowstate_api::changelog::ChangeLog`]; this tracker lives
+//! under the backend's mutex instead of taking its own, and stores a change as one byte string
+//! looked up before it is copied, so re-writing a key already recorded allocates nothing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -9,6 +9,11 @@ use crate::error::LmdbError;
 /// page-size multiples.
 pub const MAP_SIZE_UNIT: usize = 1 << 20;
 
+/// The most bytes of buffered writes or restore rows the backend puts in one write
+/// transaction: LMDB keeps a transaction's dirty pages in memory and caps their number
+/// (`MDB_TXN_FULL`, about 512 MiB with 4 KiB pages), so larger batches are split.
+pub const MAX_TRANSACTION_BYTES: usize = 64 << 20;
+
 /// How an [`crate::LmdbBackend`] uses LMDB. `Default` suits most operators.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LmdbConfig {
@@ -61,6 +66,11 @@ pub(crate) fn round_map_size(size: usize) -> usize {
 }
 
 impl LmdbConfig {
+    /// Bytes of writes per LMDB write transaction.
+    pub(crate) fn transaction_bytes(&self) -> usize {
+        self.write_buffer_bytes.min(MAX_TRANSACTION_BYTES)
+    }
+
     /// Checks the values; the backend calls it at open.
     pub fn validate(&self) -> Result<(), LmdbError> {
         let fail = |m: &str| Err(LmdbError::Config(m.to_string()));

@@ -127,7 +127,9 @@
 //! afterwards).
 //!
 //! Restores write a snapshot block's rows straight into LMDB, one write transaction per
-//! [`LmdbConfig::write_buffer_bytes`] of rows (LMDB bounds the dirty pages of a transaction).
+//! [`LmdbConfig::write_buffer_bytes`] of rows, at most [`config::MAX_TRANSACTION_BYTES`]
+//! (LMDB bounds the dirty pages of a transaction); a buffer that outgrew its limit while a
+//! flush was postponed is flushed in transactions of that size too.
 
 mod backend;
 mod changes;

@@ -82,11 +82,6 @@ impl Overlay {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
-    pub(crate) fn clear(&mut self) {
-        self.states.iter_mut().for_each(BTreeMap::clear);
-        self.entries = 0;
-        self.bytes = 0;
-    }
 
     /// The buffered writes of `state`, if it has any.
     pub(crate) fn state(&self, state: StateId) -> Option<&BTreeMap<Vec<u8>, Pending>> {
@@ -110,6 +105,41 @@ impl Overlay {
             self.states.resize_with(state.index() + 1, BTreeMap::new);
         }
         &mut self.states[state.index()]
+    }
+
+    /// Moves the first entries (state by state, in key order) worth about `max_bytes` (at
+    /// least one entry) out into an overlay of their own.
+    pub(crate) fn split_front(&mut self, max_bytes: usize) -> Overlay {
+        let mut front = Overlay::default();
+        'states: for (index, map) in self.states.iter_mut().enumerate() {
+            while let Some(entry) = map.first_entry() {
+                let size = entry.key().len() + entry.get().payload_len() + ENTRY_OVERHEAD;
+                if front.entries > 0 && front.bytes + size > max_bytes {
+                    break 'states;
+                }
+                let (key, pending) = entry.remove_entry();
+                if front.states.len() <= index {
+                    front.states.resize_with(index + 1, BTreeMap::new);
+                }
+                front.states[index].insert(key, pending);
+                front.entries += 1;
+                front.bytes += size;
+            }
+        }
+        self.entries -= front.entries;
+        self.bytes -= front.bytes;
+        front
+    }
+
+    /// Puts back what [`Overlay::split_front`] took (its keys were not buffered since).
+    pub(crate) fn merge_back(&mut self, mut front: Overlay) {
+        for (index, map) in front.states.iter_mut().enumerate() {
+            if !map.is_empty() {
+                self.map_mut(StateId(index as u32)).append(map);
+            }
+        }
+        self.entries += front.entries;
+        self.bytes += front.bytes;
     }
 
     /// Buffers `pending` for `key`, replacing what was buffered.
@@ -282,8 +312,19 @@ mod tests {
         o.set(StateId(0), b"x", Pending::Put(vec![0; 10]));
         assert_eq!(o.entries(), 2);
         assert_eq!(o.states().count(), 2);
-        o.clear();
-        assert!(o.is_empty() && o.bytes() == 0 && o.state(s).is_none());
+        // Splitting takes state 0's entry first; putting it back restores the accounting.
+        let bytes = o.bytes();
+        let front = o.split_front(1);
+        assert_eq!((front.entries(), o.entries()), (1, 1));
+        assert!(front.get(StateId(0), b"x").is_some() && o.get(StateId(0), b"x").is_none());
+        assert_eq!(front.bytes() + o.bytes(), bytes);
+        o.merge_back(front);
+        assert_eq!((o.entries(), o.bytes()), (2, bytes));
+        let all = o.split_front(usize::MAX);
+        assert!(o.is_empty() && o.bytes() == 0 && all.entries() == 2);
+        assert!(o.state(s).is_none());
+        o.merge_back(all);
+        assert_eq!(o.get(s, b"k"), Some(&Pending::Put(b"d".to_vec())));
     }
 
     #[test]

@@ -71,11 +71,6 @@ pub struct LmdbSnapshotView {
 }
 
 impl LmdbSnapshotView {
-    /// Number of changed `(state, key, namespace)` a delta view covers (`None` for a full view).
-    pub fn changed_keys(&self) -> Option<usize> {
-        self.changes.as_ref().map(|c| c.len())
-    }
-
     /// Visits the current rows of `db` under `prefix`.
     fn visit_prefix(
         &self,
@@ -216,7 +211,11 @@ impl LmdbBackend {
                 inner.changes.seal(id);
                 None
             }
-            Capture::Delta(id) => Some(inner.changes.seal(id)),
+            Capture::Delta(id) => {
+                let changes = inner.changes.seal(id);
+                tracing::debug!(checkpoint = id.0, changed = changes.len(), "delta snapshot");
+                Some(changes)
+            }
         };
         let states = self
             .registry

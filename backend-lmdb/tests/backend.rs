@@ -453,9 +453,14 @@ fn while_a_snapshot_pins_a_full_map_writes_go_on_and_the_map_grows_afterwards() 
     assert_eq!(b.get(s, &row_key, b"").unwrap(), Some(b"restored".to_vec()));
     drop(first_view);
     drop(second_view);
+    let commits_before = b.stats().commits;
     b.flush().unwrap();
     let stats = b.stats();
     assert!(stats.map_resizes >= 2, "{stats:?}");
+    assert!(
+        stats.commits - commits_before >= 20,
+        "a 4 MB buffer flushes in 128 KiB transactions: {stats:?}"
+    );
     assert_eq!(stats.buffered_entries, 0);
     assert_eq!(b.committed_entries(s).unwrap(), 4001);
 }

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flowstate_api::backend::{
-    KeyedStateBackend, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
-    StateRow,
+    KeyedStateBackend, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateRow,
 };
 use flowstate_api::list_encoding;
 use flowstate_api::snapshot::CanonicalSnapshotJob;
@@ -65,8 +64,8 @@ self_cell!(
     }
 );
 
-/// The column family name of a state id.
-pub(crate) fn cf_name(id: StateId) -> String {
+/// The column family that holds state `id` (benchmarks of raw RocksDB use the same name).
+pub fn column_family_name(id: StateId) -> String {
     format!("s{}", id.0)
 }
 
@@ -106,7 +105,7 @@ impl std::fmt::Debug for RocksDbBackend {
 
 impl RocksDbBackend {
     /// Opens (or creates) the database under `dir/db` with the column families of `states`
-    /// (in state-id order; each named [`cf_name`] of its position).
+    /// (in state-id order; each named [`column_family_name`] of its position).
     pub(crate) fn open(
         resources: Arc<RocksDbResources>,
         dir: tempfile::TempDir,
@@ -128,7 +127,9 @@ impl RocksDbBackend {
             vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()]
         };
         for (i, state) in states.iter().enumerate() {
-            if state.column_family != cf_name(StateId(i as u32)) || !existing.contains(&state.column_family) {
+            if state.column_family != column_family_name(StateId(i as u32))
+                || !existing.contains(&state.column_family)
+            {
                 return Err(RocksDbError::Metadata {
                     detail: format!(
                         "state '{}' (#{i}) names column family '{}', which the database does not hold under that position",
@@ -210,7 +211,7 @@ impl RocksDbBackend {
             .all()
             .into_iter()
             .map(|(id, metadata)| StoredState {
-                column_family: cf_name(id),
+                column_family: column_family_name(id),
                 metadata,
             })
             .collect()
@@ -306,11 +307,7 @@ impl RocksDbBackend {
         Error::UnsupportedOperation {
             operation,
             kind,
-            name: self
-                .registry
-                .get(state)
-                .map(|m| m.name)
-                .unwrap_or_default(),
+            name: self.registry.get(state).map(|m| m.name).unwrap_or_default(),
         }
     }
 
@@ -337,7 +334,13 @@ impl RocksDbBackend {
         })
     }
 
-    fn get_raw(&self, state: StateId, op: &'static str, layout: StorageLayout, raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_raw(
+        &self,
+        state: StateId,
+        op: &'static str,
+        layout: StorageLayout,
+        raw: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         self.with_state(state, op, Some(layout), |db, cf, _| {
             Ok(db
                 .get_pinned_cf_opt(cf, raw, &self.read_opts)
@@ -398,7 +401,7 @@ impl KeyedStateBackend for RocksDbBackend {
         }
         // Create the column family first: a failed creation leaves the registry untouched.
         let id = StateId(self.registry.len() as u32);
-        let name = cf_name(id);
+        let name = column_family_name(id);
         self.cell.with_dependent(|open, table| -> Result<()> {
             if open.db.cf_handle(&name).is_none() {
                 open.db
@@ -462,23 +465,21 @@ impl KeyedStateBackend for RocksDbBackend {
         })
     }
 
-    fn list_get(
-        &self,
-        state: StateId,
-        key: &KeyContext,
-        namespace: &[u8],
-    ) -> Result<Vec<Vec<u8>>> {
+    fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.check_owned(key)?;
         let raw = keys::value_key(key, namespace);
-        self.with_state(state, "list_get", Some(StorageLayout::List), |db, cf, _| {
-            match db
+        self.with_state(
+            state,
+            "list_get",
+            Some(StorageLayout::List),
+            |db, cf, _| match db
                 .get_pinned_cf_opt(cf, &raw, &self.read_opts)
                 .map_err(engine("reading a list"))?
             {
                 Some(bytes) => list_encoding::decode(&bytes),
                 None => Ok(Vec::new()),
-            }
-        })
+            },
+        )
     }
 
     fn list_append(
@@ -490,15 +491,20 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<()> {
         self.check_owned(key)?;
         let raw = keys::value_key(key, namespace);
-        self.with_state(state, "list_append", Some(StorageLayout::List), |db, cf, _| {
-            if elements.is_empty() {
-                return Ok(());
-            }
-            let encoded = list_encoding::encode(elements.iter().copied());
-            // A merge operand: RocksDB concatenates on read or compaction, no read here.
-            db.merge_cf_opt(cf, &raw, encoded, &self.write_opts)
-                .map_err(engine("appending to a list"))
-        })
+        self.with_state(
+            state,
+            "list_append",
+            Some(StorageLayout::List),
+            |db, cf, _| {
+                if elements.is_empty() {
+                    return Ok(());
+                }
+                let encoded = list_encoding::encode(elements.iter().copied());
+                // A merge operand: RocksDB concatenates on read or compaction, no read here.
+                db.merge_cf_opt(cf, &raw, encoded, &self.write_opts)
+                    .map_err(engine("appending to a list"))
+            },
+        )
     }
 
     fn list_replace(
@@ -510,16 +516,21 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<()> {
         self.check_owned(key)?;
         let raw = keys::value_key(key, namespace);
-        self.with_state(state, "list_replace", Some(StorageLayout::List), |db, cf, _| {
-            if elements.is_empty() {
-                db.delete_cf_opt(cf, &raw, &self.write_opts)
-                    .map_err(engine("clearing a list"))
-            } else {
-                let encoded = list_encoding::encode(elements.iter().copied());
-                db.put_cf_opt(cf, &raw, encoded, &self.write_opts)
-                    .map_err(engine("replacing a list"))
-            }
-        })
+        self.with_state(
+            state,
+            "list_replace",
+            Some(StorageLayout::List),
+            |db, cf, _| {
+                if elements.is_empty() {
+                    db.delete_cf_opt(cf, &raw, &self.write_opts)
+                        .map_err(engine("clearing a list"))
+                } else {
+                    let encoded = list_encoding::encode(elements.iter().copied());
+                    db.put_cf_opt(cf, &raw, encoded, &self.write_opts)
+                        .map_err(engine("replacing a list"))
+                }
+            },
+        )
     }
 
     fn map_get(
@@ -559,10 +570,15 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<()> {
         self.check_owned(key)?;
         let raw = keys::map_entry_key(key, namespace, user_key);
-        self.with_state(state, "map_remove", Some(StorageLayout::Map), |db, cf, _| {
-            db.delete_cf_opt(cf, &raw, &self.write_opts)
-                .map_err(engine("removing a map entry"))
-        })
+        self.with_state(
+            state,
+            "map_remove",
+            Some(StorageLayout::Map),
+            |db, cf, _| {
+                db.delete_cf_opt(cf, &raw, &self.write_opts)
+                    .map_err(engine("removing a map entry"))
+            },
+        )
     }
 
     fn map_entries(
@@ -573,14 +589,19 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.check_owned(key)?;
         let prefix = keys::value_key(key, namespace);
-        self.with_state(state, "map_entries", Some(StorageLayout::Map), |db, cf, _| {
-            let mut out = Vec::new();
-            for_each_with_prefix(db, cf, &prefix, |k, v| {
-                out.push((k[prefix.len()..].to_vec(), v.to_vec()));
-                Ok(())
-            })?;
-            Ok(out)
-        })
+        self.with_state(
+            state,
+            "map_entries",
+            Some(StorageLayout::Map),
+            |db, cf, _| {
+                let mut out = Vec::new();
+                for_each_with_prefix(db, cf, &prefix, |k, v| {
+                    out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+                    Ok(())
+                })?;
+                Ok(out)
+            },
+        )
     }
 
     fn map_contains(
@@ -592,28 +613,38 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<bool> {
         self.check_owned(key)?;
         let raw = keys::map_entry_key(key, namespace, user_key);
-        self.with_state(state, "map_contains", Some(StorageLayout::Map), |db, cf, _| {
-            Ok(db
-                .get_pinned_cf_opt(cf, &raw, &self.read_opts)
-                .map_err(engine("reading a map entry"))?
-                .is_some())
-        })
+        self.with_state(
+            state,
+            "map_contains",
+            Some(StorageLayout::Map),
+            |db, cf, _| {
+                Ok(db
+                    .get_pinned_cf_opt(cf, &raw, &self.read_opts)
+                    .map_err(engine("reading a map entry"))?
+                    .is_some())
+            },
+        )
     }
 
     fn map_is_empty(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<bool> {
         self.check_owned(key)?;
         let prefix = keys::value_key(key, namespace);
-        self.with_state(state, "map_is_empty", Some(StorageLayout::Map), |db, cf, _| {
-            let mut ro = ReadOptions::default();
-            if let Some(upper) = keys::prefix_successor(&prefix) {
-                ro.set_iterate_upper_bound(upper);
-            }
-            let mut it = db.raw_iterator_cf_opt(cf, ro);
-            it.seek(&prefix);
-            let empty = !it.valid();
-            it.status().map_err(engine("iterating a map"))?;
-            Ok(empty)
-        })
+        self.with_state(
+            state,
+            "map_is_empty",
+            Some(StorageLayout::Map),
+            |db, cf, _| {
+                let mut ro = ReadOptions::default();
+                if let Some(upper) = keys::prefix_successor(&prefix) {
+                    ro.set_iterate_upper_bound(upper);
+                }
+                let mut it = db.raw_iterator_cf_opt(cf, ro);
+                it.seek(&prefix);
+                let empty = !it.valid();
+                it.status().map_err(engine("iterating a map"))?;
+                Ok(empty)
+            },
+        )
     }
 
     fn keys(&self, state: StateId, namespace: &[u8]) -> Result<Vec<KeyContext>> {

@@ -74,7 +74,10 @@ impl RocksDbBackendFactory {
             .tempdir_in(&self.base_dir)
             .map_err(|e| {
                 Error::io(
-                    format!("creating an instance directory in {}", self.base_dir.display()),
+                    format!(
+                        "creating an instance directory in {}",
+                        self.base_dir.display()
+                    ),
                     e,
                 )
             })

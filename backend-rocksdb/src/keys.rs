@@ -42,7 +42,10 @@ pub fn push_prefix(out: &mut Vec<u8>, key_group: KeyGroup, key: &[u8], namespace
 
 /// The length of the prefix [`push_prefix`] writes.
 pub fn prefix_len(key: &[u8], namespace: &[u8]) -> usize {
-    2 + varint_len(key.len() as u64) + key.len() + varint_len(namespace.len() as u64) + namespace.len()
+    2 + varint_len(key.len() as u64)
+        + key.len()
+        + varint_len(namespace.len() as u64)
+        + namespace.len()
 }
 
 /// The RocksDB key of a value, reducing, aggregating or list state cell: exactly the bytes the
@@ -134,7 +137,10 @@ pub fn decode_key(raw: &[u8]) -> Result<DecodedKey<'_>> {
     let corrupt = || {
         Error::corrupt(
             "RocksDB state key",
-            format!("{} bytes that do not parse as key group | key | namespace", raw.len()),
+            format!(
+                "{} bytes that do not parse as key group | key | namespace",
+                raw.len()
+            ),
         )
     };
     let (kg, mut rest) = raw.split_first_chunk::<2>().ok_or_else(corrupt)?;
@@ -161,7 +167,10 @@ mod tests {
         let raw = map_entry_key(&ctx, b"ns", b"uk");
         let d = decode_key(&raw).unwrap();
         assert_eq!(d.key_group, ctx.key_group().get());
-        assert_eq!((d.key, d.namespace, d.user_key), (&long_key[..], &b"ns"[..], &b"uk"[..]));
+        assert_eq!(
+            (d.key, d.namespace, d.user_key),
+            (&long_key[..], &b"ns"[..], &b"uk"[..])
+        );
         assert_eq!(value_key(&ctx, b"ns").len(), prefix_len(&long_key, b"ns"));
 
         let low = KeyContext::with_key_group(b"zzz".to_vec(), KeyGroup::new(3, max).unwrap());

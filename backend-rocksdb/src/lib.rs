@@ -95,10 +95,21 @@
 //! database ingests (moved, not re-inserted through memtables). Canonical and changelog
 //! handles go through ranged reads of their key-group index and `apply_rows` write batches.
 //!
-//! Not done: non-base handles are downloaded whole (their MANIFEST lists every SST, so the
-//! database cannot be opened from a subset), where only SSTs whose key-group span meets the
-//! target would be needed with a direct SST reader; and SSTs wholly inside the target are
-//! copied through a fresh SST rather than ingested as they are.
+//! Restoring from native handles reads every file of each overlapping handle (as Flink does):
+//! a handle's MANIFEST lists all its SSTs, so its database cannot be opened from a subset, and
+//! a freshly flushed SST spans every key group of its subtask. Restoring a small part of a
+//! large native handle therefore downloads the whole handle; canonical handles are read by
+//! key-group range. Not done: reading only the SSTs whose key-group span (recorded in the
+//! metadata) meets the target, which needs an SST reader or key-group-partitioned SSTs
+//! (RocksDB's SST partitioner, not exposed by the `rocksdb` crate); and ingesting SSTs wholly
+//! inside the target as they are (needs `allow_db_generated_files`, also not exposed), instead
+//! of copying their key groups into a fresh SST.
+//!
+//! ### For benchmarks
+//! [`value_key`] and [`map_entry_key`] build the exact stored key bytes,
+//! [`column_family_name`] names a state's column family, and [`RocksDbResources::db_options`],
+//! [`write_options`] and [`read_options`] are the options the backend uses, so a raw-RocksDB
+//! baseline can store the same bytes with the same settings.
 
 pub mod error;
 pub mod keys;
@@ -109,7 +120,7 @@ mod native;
 mod resources;
 mod view;
 
-pub use backend::RocksDbBackend;
+pub use backend::{column_family_name, RocksDbBackend};
 pub use error::RocksDbError;
 pub use factory::RocksDbBackendFactory;
 pub use keys::{map_entry_key, value_key};

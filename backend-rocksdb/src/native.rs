@@ -401,14 +401,12 @@ async fn download(
     checksums: &BTreeMap<String, u32>,
     dir: &Path,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for f in files {
         let name = &f.local_name;
         // Names come from a stored handle: never let one escape the directory.
-        let plain = !name.is_empty()
-            && name != "."
-            && name != ".."
-            && !name.contains(['/', '\\']);
+        let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
         if !plain {
             return Err(RocksDbError::Metadata {
                 detail: format!("file name '{name}' is not a plain file name"),
@@ -419,7 +417,11 @@ async fn download(
         if bytes.len() as u64 != f.file.size {
             return Err(Error::corrupt(
                 &f.file.path,
-                format!("{} bytes where the handle records {}", bytes.len(), f.file.size),
+                format!(
+                    "{} bytes where the handle records {}",
+                    bytes.len(),
+                    f.file.size
+                ),
             ));
         }
         let expected = *checksums.get(name).ok_or_else(|| RocksDbError::Metadata {
@@ -449,7 +451,13 @@ async fn restore_base(
 ) -> Result<RocksDbBackend> {
     let (old_range, files, meta) = native_parts(handle)?;
     let dir = factory.new_instance_dir()?;
-    download(storage, files, &meta.checksums, &OpenDb::db_path(dir.path())).await?;
+    download(
+        storage,
+        files,
+        &meta.checksums,
+        &OpenDb::db_path(dir.path()),
+    )
+    .await?;
     let backend = RocksDbBackend::open(factory.resources().clone(), dir, max, range, &meta.states)?;
     if !range.contains_range(&old_range) {
         backend.clip_to_range()?;
@@ -541,4 +549,50 @@ async fn copy_from_handle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploaded(path: &str) -> UploadedFile {
+        UploadedFile {
+            file: FileRef {
+                path: path.into(),
+                size: 1,
+                shared: true,
+            },
+            crc32c: 0,
+        }
+    }
+
+    fn files(names: &[&str]) -> HashMap<String, UploadedFile> {
+        names.iter().map(|n| (n.to_string(), uploaded(n))).collect()
+    }
+
+    #[test]
+    fn only_the_last_completed_checkpoint_is_a_base() {
+        let mut t = CheckpointTracker::default();
+        t.record(CheckpointId(1), files(&["a.sst"]));
+        assert!(t.base().is_empty(), "pending is not a base");
+        t.complete(CheckpointId(1));
+        assert_eq!(t.base().len(), 1);
+
+        t.record(CheckpointId(2), files(&["a.sst", "b.sst"]));
+        t.abort(CheckpointId(2));
+        t.complete(CheckpointId(2));
+        assert!(
+            t.base().is_empty(),
+            "an aborted checkpoint leaves no files to reuse"
+        );
+
+        t.record(CheckpointId(3), files(&["c.sst"]));
+        t.record(CheckpointId(4), files(&["d.sst"]));
+        t.complete(CheckpointId(4));
+        assert!(t.base().contains_key("d.sst"));
+        // A late notice for an older checkpoint changes nothing; its record is gone.
+        t.complete(CheckpointId(3));
+        assert!(t.base().contains_key("d.sst"));
+        assert!(t.pending.is_empty());
+    }
 }

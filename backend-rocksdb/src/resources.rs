@@ -80,7 +80,7 @@ impl RocksDbConfig {
                 "rocksdb block_size must be at least 512 bytes".into(),
             ));
         }
-        if !(self.bloom_bits_per_key >= 0.0) {
+        if self.bloom_bits_per_key.is_nan() || self.bloom_bits_per_key < 0.0 {
             return Err(Error::Config(
                 "rocksdb bloom_bits_per_key must be 0 or more".into(),
             ));

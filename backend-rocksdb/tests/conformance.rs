@@ -2,6 +2,5 @@
 //! factory with its own temporary base directory; checkpoints of kind `Incremental` take the
 //! native (shared SST) path, `Full` the canonical one.
 
-flowstate_conformance::conformance_tests!(
-    flowstate_rocksdb::RocksDbBackendFactory::temporary().expect("a temporary RocksDB base directory")
-);
+flowstate_conformance::conformance_tests!(flowstate_rocksdb::RocksDbBackendFactory::temporary()
+    .expect("a temporary RocksDB base directory"));

@@ -54,13 +54,19 @@ fn incremental_checkpoint_after_a_small_change_uploads_little() {
     let reused = shared_files(&first)
         .intersection(&shared_files(&second))
         .count();
-    assert!(reused >= 3, "the second checkpoint references the first's SSTs");
+    assert!(
+        reused >= 3,
+        "the second checkpoint references the first's SSTs"
+    );
     assert!(
         new_bytes * 20 < first_bytes,
         "an incremental checkpoint after one change uploads far less ({new_bytes} of {first_bytes} bytes)"
     );
     // Only one new SST (the flushed change), plus the small per-checkpoint files.
-    let new_ssts = new_files.iter().filter(|(p, _)| p.ends_with(".sst")).count();
+    let new_ssts = new_files
+        .iter()
+        .filter(|(p, _)| p.ends_with(".sst"))
+        .count();
     assert_eq!(new_ssts, 1, "{new_files:?}");
 
     // The second checkpoint restores to its own point in time.
@@ -73,6 +79,18 @@ fn incremental_checkpoint_after_a_small_change_uploads_little() {
     r.put(rs.value, &k, NAMESPACES[0], &value_of(42, NAMESPACES[0], 1))
         .unwrap();
     verify(&r, &rs, 20_000, 1);
+
+    // A full (canonical) checkpoint of the same state, for comparison.
+    let full = checkpoint(&b, &storage, 3, 0, SnapshotKind::Full);
+    println!(
+        "full canonical checkpoint of the same state: {} bytes",
+        full.total_size()
+    );
+    assert!(
+        new_bytes * 20 < full.total_size(),
+        "the incremental upload ({new_bytes} bytes) is far below a full one ({} bytes)",
+        full.total_size()
+    );
 }
 
 #[test]
@@ -161,7 +179,10 @@ fn native_rescale_3_to_2_then_incremental_again() {
         .flat_map(shared_files)
         .filter(|p| base_ssts.contains(p))
         .count();
-    assert!(reused > 0, "restored SSTs are referenced, not uploaded again");
+    assert!(
+        reused > 0,
+        "restored SSTs are referenced, not uploaded again"
+    );
     assert!(listing(&storage).len() > before.len());
     restore_and_verify(&factory, &storage, &next, 3, 3000);
 }

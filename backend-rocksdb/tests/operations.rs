@@ -26,7 +26,11 @@ fn value_put_get_overwrite_remove() {
     b.put(s, &k, b"n", b"two").unwrap();
     b.put(s, &k, b"m", b"").unwrap();
     assert_eq!(b.get(s, &k, b"n").unwrap(), Some(b"two".to_vec()));
-    assert_eq!(b.get(s, &k, b"m").unwrap(), Some(Vec::new()), "empty value is present");
+    assert_eq!(
+        b.get(s, &k, b"m").unwrap(),
+        Some(Vec::new()),
+        "empty value is present"
+    );
     b.remove(s, &k, b"n").unwrap();
     assert_eq!(b.get(s, &k, b"n").unwrap(), None);
     assert_eq!(b.get(s, &k, b"m").unwrap(), Some(Vec::new()));
@@ -47,12 +51,19 @@ fn list_appends_merge_in_order_through_flush_and_compaction() {
     let expected = vec![b"a".to_vec(), b"b".to_vec(), Vec::new(), b"d".to_vec()];
     assert_eq!(b.list_get(s, &k, b"").unwrap(), expected);
     b.compact().unwrap();
-    assert_eq!(b.list_get(s, &k, b"").unwrap(), expected, "merge operands survive compaction");
+    assert_eq!(
+        b.list_get(s, &k, b"").unwrap(),
+        expected,
+        "merge operands survive compaction"
+    );
     b.list_replace(s, &k, b"", &[b"x"]).unwrap();
     assert_eq!(b.list_get(s, &k, b"").unwrap(), vec![b"x".to_vec()]);
     b.list_replace(s, &k, b"", &[]).unwrap();
     assert!(b.list_get(s, &k, b"").unwrap().is_empty());
-    assert!(b.keys(s, b"").unwrap().is_empty(), "an empty list is absent");
+    assert!(
+        b.keys(s, b"").unwrap().is_empty(),
+        "an empty list is absent"
+    );
     b.list_append(s, &k, b"", &[b"y"]).unwrap();
     b.remove(s, &k, b"").unwrap();
     assert!(b.list_get(s, &k, b"").unwrap().is_empty());
@@ -65,24 +76,27 @@ fn map_entries_contains_is_empty_and_clear() {
     let max = max128();
     let k = key(3, max);
     // A key whose bytes extend k's: its entries must never show up in k's map.
-    let longer = KeyContext::with_key_group(
-        [k.key(), b"x".as_slice()].concat(),
-        k.key_group(),
-    );
+    let longer = KeyContext::with_key_group([k.key(), b"x".as_slice()].concat(), k.key_group());
     assert!(b.map_is_empty(s, &k, b"n").unwrap());
     b.map_put(s, &k, b"n", b"u1", b"v1").unwrap();
     b.map_put(s, &k, b"n", b"u2", b"").unwrap();
     b.map_put(s, &k, b"n", b"u1", b"v1b").unwrap();
     b.map_put(s, &longer, b"n", b"u9", b"other").unwrap();
     b.map_put(s, &k, b"n2", b"u1", b"elsewhere").unwrap();
-    assert_eq!(b.map_get(s, &k, b"n", b"u1").unwrap(), Some(b"v1b".to_vec()));
+    assert_eq!(
+        b.map_get(s, &k, b"n", b"u1").unwrap(),
+        Some(b"v1b".to_vec())
+    );
     assert!(b.map_contains(s, &k, b"n", b"u2").unwrap());
     assert!(!b.map_contains(s, &k, b"n", b"u3").unwrap());
     let mut entries = b.map_entries(s, &k, b"n").unwrap();
     entries.sort();
     assert_eq!(
         entries,
-        vec![(b"u1".to_vec(), b"v1b".to_vec()), (b"u2".to_vec(), Vec::new())]
+        vec![
+            (b"u1".to_vec(), b"v1b".to_vec()),
+            (b"u2".to_vec(), Vec::new())
+        ]
     );
     b.map_remove(s, &k, b"n", b"u1").unwrap();
     assert_eq!(b.map_get(s, &k, b"n", b"u1").unwrap(), None);
@@ -164,7 +178,10 @@ fn wrong_kind_and_unknown_state_are_errors() {
     let k = key(0, max128());
     assert!(matches!(
         b.list_get(v, &k, b""),
-        Err(Error::UnsupportedOperation { operation: "list_get", .. })
+        Err(Error::UnsupportedOperation {
+            operation: "list_get",
+            ..
+        })
     ));
     assert!(matches!(
         b.map_put(v, &k, b"", b"u", b"x"),
@@ -229,14 +246,23 @@ fn apply_rows_applies_in_order_with_tombstones() {
             row(v, RowValue::Tombstone),
             row(l, RowValue::List(&list)),
             row(m, RowValue::Tombstone),
-            row(m, RowValue::MapEntry { user_key: b"new", value: b"1" }),
+            row(
+                m,
+                RowValue::MapEntry {
+                    user_key: b"new",
+                    value: b"1",
+                },
+            ),
             row(v, RowValue::Value(b"first")),
             row(v, RowValue::Value(b"second")),
         ],
     )
     .unwrap();
     assert_eq!(b.get(v, &k, b"n").unwrap(), Some(b"second".to_vec()));
-    assert_eq!(b.list_get(l, &k, b"n").unwrap(), vec![b"p".to_vec(), b"q".to_vec()]);
+    assert_eq!(
+        b.list_get(l, &k, b"n").unwrap(),
+        vec![b"p".to_vec(), b"q".to_vec()]
+    );
     assert_eq!(
         b.map_entries(m, &k, b"n").unwrap(),
         vec![(b"new".to_vec(), b"1".to_vec())]
@@ -268,15 +294,23 @@ fn backends_share_one_memory_budget_and_own_unique_directories() {
     assert_ne!(a.instance_dir(), b.instance_dir());
     assert!(a.instance_dir().starts_with(dir.path()));
     for backend in [&a, &b] {
-        let s = backend.register_state(&meta("v", StateKind::Value)).unwrap();
+        let s = backend
+            .register_state(&meta("v", StateKind::Value))
+            .unwrap();
         for i in 0..2000 {
             backend.put(s, &key(i, max), b"", &[7u8; 100]).unwrap();
         }
     }
-    assert!(resources.write_buffer_usage() > 0, "memtables are charged to the shared manager");
+    assert!(
+        resources.write_buffer_usage() > 0,
+        "memtables are charged to the shared manager"
+    );
     assert!(resources.block_cache_usage() >= resources.write_buffer_usage());
     let a_dir = a.instance_dir().to_path_buf();
     drop(a);
-    assert!(!a_dir.exists(), "the instance directory goes with the backend");
+    assert!(
+        !a_dir.exists(),
+        "the instance directory goes with the backend"
+    );
     assert!(b.instance_dir().exists());
 }

@@ -54,7 +54,10 @@ fn full_checkpoint_round_trip_and_state_metadata() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
     let handles = loaded_operator(&factory, &storage, 1, 500, SnapshotKind::Full);
-    assert!(matches!(handles[0], flowstate_api::KeyedStateHandle::Canonical { .. }));
+    assert!(matches!(
+        handles[0],
+        flowstate_api::KeyedStateHandle::Canonical { .. }
+    ));
     let restored = restore_and_verify(&factory, &storage, &handles, 1, 500);
     // The restored backend knows the states before the user registers them.
     let names: Vec<_> = restored[0]

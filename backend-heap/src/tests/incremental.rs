@@ -140,6 +140,11 @@ fn content(backends: &[HeapBackend]) -> BTreeMap<RowKey, Vec<Owned>> {
 fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
     let f = Fixture::new(HeapConfig::default());
     let (v, l, m) = (f.v, f.l, f.m);
+    assert_eq!(
+        f.b.stats().change_records,
+        0,
+        "nothing is recorded before the first incremental checkpoint"
+    );
     let first = f.checkpoint(1, SnapshotKind::Incremental);
     let (base, deltas) = chain(&first);
     assert!(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use flowstate_api::key_groups::key_group_for_key_bytes;
 use flowstate_api::{
-    Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, RowValue, StateId, StateKind,
-    StateRow,
+    Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, RowValue, StateBackend, StateId,
+    StateKind, StateRow,
 };
 
 use super::*;
@@ -319,6 +319,15 @@ fn apply_rows_applies_every_row_kind_in_order() {
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
     let k = key("k");
     let kg = k.key_group();
+    // Start change tracking (an incremental checkpoint captured, its job dropped).
+    drop(
+        b.snapshot(&flowstate_api::SnapshotRequest {
+            checkpoint_id: flowstate_api::CheckpointId(1),
+            subtask_index: 0,
+            kind: flowstate_api::SnapshotKind::Incremental,
+        })
+        .unwrap(),
+    );
     b.list_append(l, &k, b"", &[b"old"]).unwrap();
     b.map_put(m, &k, b"", b"stale", b"x").unwrap();
     let ab = list(&[b"a", b"b"]);

@@ -110,7 +110,8 @@ pub fn verify(b: &RocksDbBackend, s: &States, n: usize, round: u32) {
     let owned: Vec<usize> = (0..n)
         .filter(|i| range.contains(key(*i, max).key_group()))
         .collect();
-    let expected_keys: BTreeSet<Vec<u8>> = owned.iter().map(|i| key(*i, max).key().to_vec()).collect();
+    let expected_keys: BTreeSet<Vec<u8>> =
+        owned.iter().map(|i| key(*i, max).key().to_vec()).collect();
     for ns in NAMESPACES {
         for state in [s.value, s.list, s.map] {
             let got: Vec<KeyContext> = b.keys(state, ns).unwrap();
@@ -122,11 +123,17 @@ pub fn verify(b: &RocksDbBackend, s: &States, n: usize, round: u32) {
                 );
             }
             let got: BTreeSet<Vec<u8>> = got.iter().map(|k| k.key().to_vec()).collect();
-            assert_eq!(got, expected_keys, "keys of state {state:?} in {ns:?} for {range}");
+            assert_eq!(
+                got, expected_keys,
+                "keys of state {state:?} in {ns:?} for {range}"
+            );
         }
         for &i in &owned {
             let k = key(i, max);
-            assert_eq!(b.get(s.value, &k, ns).unwrap(), Some(value_of(i, ns, round)));
+            assert_eq!(
+                b.get(s.value, &k, ns).unwrap(),
+                Some(value_of(i, ns, round))
+            );
             assert_eq!(b.list_get(s.list, &k, ns).unwrap(), list_of(i, ns, round));
             let mut entries = b.map_entries(s.map, &k, ns).unwrap();
             entries.sort();
