@@ -127,6 +127,7 @@ struct Addr<'a> {
 }
 
 impl<'a> Addr<'a> {
+    #[inline]
     fn of(key: &'a KeyContext, namespace: &'a [u8]) -> Self {
         Self {
             key_group: key.key_group(),
@@ -314,10 +315,12 @@ impl Inner {
             .ok_or_else(|| not_owned(key_group, self.range))
     }
 
+    #[inline]
     fn track(&self, user_write: bool) -> bool {
         user_write && self.config.change_tracking
     }
 
+    #[inline]
     fn set_bytes(
         &self,
         tables: &KgTables<Cell>,

@@ -4,14 +4,19 @@
 //!
 //! Each case owns one operator of 1..=5 subtasks (max parallelism 16 or 128) with one state of
 //! every kind (value, list, map, reducing with a sum, aggregating with a mean), two namespaces
-//! and 40 keys, so keys collide and share key groups. Every record is routed to the subtask
-//! owning its key group. After every write the touched key is compared in both namespaces;
-//! after every checkpoint, aborted checkpoint, restore, "clear every key" walk and at the end,
-//! every key of every state is compared, and so are the `keys_in` enumerations.
+//! and 40 keys (three operations in four on keys 0..4, so they meet on the same key). Every
+//! record is routed to the subtask owning its key group. After every write the touched key is
+//! compared in both namespaces (map entries also by point reads); after every checkpoint step,
+//! restore, "clear every key" walk and at the end, every key of every state is compared, and
+//! so are the `keys_in` enumerations of every subtask (no duplicates, right key groups).
 //!
-//! A restore (fail-over, possibly at another parallelism) starts from the last completed
+//! Checkpoints are full or incremental, complete, aborted, or split at the barrier (writes
+//! between the synchronous part and the upload belong to the next checkpoint). A case drives
+//! them either with every file kept or through a `CheckpointLifecycle` retaining 1..=3
+//! checkpoints, whose retention and aborts delete files a backend must no longer need. A
+//! restore (fail-over, possibly at another parallelism) starts from the last completed
 //! checkpoint, and the model rolls back to its state at that checkpoint; with no completed
-//! checkpoint yet the operator starts empty. Aborted checkpoints must change nothing.
+//! checkpoint yet the operator starts empty.
 //!
 //! Environment:
 //! - `FLOWSTATE_PROPTEST_CASES`: number of random cases (default 256).
