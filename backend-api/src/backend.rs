@@ -51,8 +51,7 @@ pub trait KeyedStateBackend: Send + Sync {
     fn remove(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<()>;
 
     /// The elements of a list state, in insertion order; empty when absent.
-    fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8])
-        -> Result<Vec<Vec<u8>>>;
+    fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Appends elements to a list state (ideally without reading it).
     fn list_append(
         &self,
@@ -180,7 +179,10 @@ pub struct SnapshotRequest {
 
 /// The asynchronous part of a checkpoint: writes what the synchronous part captured.
 pub trait SnapshotJob: Send {
-    fn run(self: Box<Self>, storage: CheckpointStorage) -> BoxFuture<'static, Result<KeyedStateHandle>>;
+    fn run(
+        self: Box<Self>,
+        storage: CheckpointStorage,
+    ) -> BoxFuture<'static, Result<KeyedStateHandle>>;
 }
 
 /// Checkpoint hooks of a backend.

@@ -142,7 +142,11 @@ impl KeyedStateHandle {
                 key_group_range,
                 files,
                 ..
-            } => format!("{backend} native {} ({} files)", key_group_range, files.len()),
+            } => format!(
+                "{backend} native {} ({} files)",
+                key_group_range,
+                files.len()
+            ),
         }
     }
 }
@@ -278,10 +282,12 @@ impl CheckpointStorage {
             reason: e.to_string(),
         })?;
         if parsed.scheme() == "file" {
-            let dir = parsed.to_file_path().map_err(|()| Error::InvalidStorageUrl {
-                url: url.to_string(),
-                reason: "not an absolute local path".into(),
-            })?;
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| Error::InvalidStorageUrl {
+                    url: url.to_string(),
+                    reason: "not an absolute local path".into(),
+                })?;
             return Self::local(dir);
         }
         let mut opts: Vec<(String, String)> = options

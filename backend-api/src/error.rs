@@ -17,16 +17,25 @@ pub enum Error {
     InvalidParallelism { value: u32 },
 
     #[error("parallelism {parallelism} exceeds max parallelism {max_parallelism}: raise the max parallelism (it is fixed once state exists) or lower the parallelism")]
-    ParallelismAboveMax { parallelism: u32, max_parallelism: u32 },
+    ParallelismAboveMax {
+        parallelism: u32,
+        max_parallelism: u32,
+    },
 
     #[error("key group {key_group} is out of bounds for max parallelism {max_parallelism}")]
-    KeyGroupOutOfBounds { key_group: u32, max_parallelism: u32 },
+    KeyGroupOutOfBounds {
+        key_group: u32,
+        max_parallelism: u32,
+    },
 
     #[error("key-group range [{start}, {end}] is invalid: start must be <= end < 32768")]
     InvalidKeyGroupRange { start: u32, end: u32 },
 
     #[error("operator index {operator_index} is out of bounds for parallelism {parallelism}")]
-    OperatorIndexOutOfBounds { operator_index: u32, parallelism: u32 },
+    OperatorIndexOutOfBounds {
+        operator_index: u32,
+        parallelism: u32,
+    },
 
     #[error("key group {key_group} is not in this backend's range {range}: the record was routed to the wrong subtask (route with key_groups::operator_index_for_key_group)")]
     KeyGroupNotOwned { key_group: u32, range: String },
@@ -126,7 +135,10 @@ pub enum Error {
     Config(String),
 
     #[error("{backend} backend error: {message}")]
-    Backend { backend: &'static str, message: String },
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 impl Error {

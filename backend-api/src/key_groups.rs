@@ -297,7 +297,10 @@ fn fmix32(mut h: u32) -> u32 {
 /// Flink's `MathUtils.murmurHash(int)`: a second mixing of the key's hash, made non-negative.
 pub fn flink_murmur(code: i32) -> i32 {
     let mut c = code as u32;
-    c = c.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+    c = c
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
     c = c.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     c ^= 4;
     let c = fmix32(c) as i32;

@@ -49,7 +49,10 @@ pub fn push_key_and_namespace(out: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
 
 /// The length of the prefix [`push_prefix`] writes.
 pub fn prefix_len(key: &[u8], namespace: &[u8]) -> usize {
-    2 + varint_len(key.len() as u64) + key.len() + varint_len(namespace.len() as u64) + namespace.len()
+    2 + varint_len(key.len() as u64)
+        + key.len()
+        + varint_len(namespace.len() as u64)
+        + namespace.len()
 }
 
 /// The stored key of a value, reducing, aggregating or list state cell: exactly the bytes an
@@ -145,7 +148,10 @@ pub fn decode_key(raw: &[u8]) -> Result<DecodedKey<'_>> {
     let corrupt = || {
         Error::corrupt(
             "stored state key",
-            format!("{} bytes that do not parse as key group | key | namespace", raw.len()),
+            format!(
+                "{} bytes that do not parse as key group | key | namespace",
+                raw.len()
+            ),
         )
     };
     let (kg, mut rest) = raw.split_first_chunk::<2>().ok_or_else(corrupt)?;
@@ -173,7 +179,10 @@ mod tests {
         let raw = map_entry_key(&ctx, b"ns", b"uk");
         let d = decode_key(&raw).unwrap();
         assert_eq!(d.key_group, ctx.key_group().get());
-        assert_eq!((d.key, d.namespace, d.user_key), (&long_key[..], &b"ns"[..], &b"uk"[..]));
+        assert_eq!(
+            (d.key, d.namespace, d.user_key),
+            (&long_key[..], &b"ns"[..], &b"uk"[..])
+        );
         assert_eq!(value_key(&ctx, b"ns").len(), prefix_len(&long_key, b"ns"));
         assert_eq!(d.prefix_len, prefix_len(&long_key, b"ns"));
 

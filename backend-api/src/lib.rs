@@ -16,8 +16,8 @@
 //! ```
 
 pub mod backend;
-pub mod checkpoint;
 pub mod changelog;
+pub mod checkpoint;
 pub mod codec;
 pub mod error;
 pub mod key_groups;

@@ -43,7 +43,10 @@ impl<'a> Iterator for ListIter<'a> {
         }
         let Some((len_bytes, tail)) = self.rest.split_first_chunk::<4>() else {
             self.rest = &[];
-            return Some(Err(Error::corrupt("list value", "truncated element length")));
+            return Some(Err(Error::corrupt(
+                "list value",
+                "truncated element length",
+            )));
         };
         let len = u32::from_le_bytes(*len_bytes) as usize;
         if tail.len() < len {
@@ -69,7 +72,10 @@ mod tests {
         let b = encode([b"yz".as_slice()]);
         let mut ab = a.clone();
         ab.extend_from_slice(&b);
-        assert_eq!(decode(&ab).unwrap(), vec![b"x".to_vec(), vec![], b"yz".to_vec()]);
+        assert_eq!(
+            decode(&ab).unwrap(),
+            vec![b"x".to_vec(), vec![], b"yz".to_vec()]
+        );
         assert!(decode(&ab[..ab.len() - 1]).is_err());
         assert!(decode(&[1, 0]).is_err());
     }

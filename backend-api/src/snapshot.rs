@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{KeyedSnapshotView, KeyedStateBackend, RowValue, SnapshotJob, StateRow};
 use crate::backend::BoxFuture;
+use crate::backend::{KeyedSnapshotView, KeyedStateBackend, RowValue, SnapshotJob, StateRow};
 use crate::checkpoint::{CheckpointStorage, FileRef, KeyedStateHandle};
 use crate::error::{Error, Result};
 use crate::key_groups::{KeyGroup, KeyGroupRange, MaxParallelism};
@@ -241,9 +241,9 @@ pub fn write_snapshot(
     for key_group in view.key_group_range().iter() {
         let start = out.len();
         view.for_each_row(key_group, &mut |row| {
-            let state_index = *index_of.get(&row.state).ok_or(Error::UnknownStateId {
-                id: row.state.0,
-            })?;
+            let state_index = *index_of
+                .get(&row.state)
+                .ok_or(Error::UnknownStateId { id: row.state.0 })?;
             encode_row(&mut out, state_index, &row);
             stats.rows += 1;
             Ok(())
@@ -296,9 +296,7 @@ pub struct SnapshotFileInfo {
 impl SnapshotFileInfo {
     /// Index entries of the key groups in `range`, ascending.
     pub fn blocks_in(&self, range: &KeyGroupRange) -> &[BlockIndexEntry] {
-        let first = self
-            .index
-            .partition_point(|e| e.key_group < range.start());
+        let first = self.index.partition_point(|e| e.key_group < range.start());
         let last = self.index.partition_point(|e| e.key_group <= range.end());
         &self.index[first..last.max(first)]
     }
@@ -377,7 +375,10 @@ fn parse_meta_and_index(
     let mut r = Reader::new(index_bytes, what);
     let count = r.u32()? as usize;
     if count.checked_mul(INDEX_ENTRY_LEN) != Some(index_bytes.len() - 4) {
-        return Err(Error::corrupt(what, "index length does not match its count"));
+        return Err(Error::corrupt(
+            what,
+            "index length does not match its count",
+        ));
     }
     let mut index = Vec::with_capacity(count);
     for _ in 0..count {

@@ -360,14 +360,18 @@ impl<T, N> ListState<T, N> {
         let ns = self.inner.ns(namespace)?;
         let encoded = self.encode_all(values)?;
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.inner.backend.list_append(self.inner.id, key, &ns, &refs)
+        self.inner
+            .backend
+            .list_append(self.inner.id, key, &ns, &refs)
     }
     /// Replaces the list; an empty slice clears it.
     pub fn update_in(&self, key: &KeyContext, namespace: &N, values: &[T]) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         let encoded = self.encode_all(values)?;
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.inner.backend.list_replace(self.inner.id, key, &ns, &refs)
+        self.inner
+            .backend
+            .list_replace(self.inner.id, key, &ns, &refs)
     }
     /// Appends the lists of `sources` to `target`'s, in order, and clears the sources.
     pub fn merge_namespaces(&self, key: &KeyContext, target: &N, sources: &[N]) -> Result<()> {
@@ -500,7 +504,9 @@ impl<K, V, N> MapState<K, V, N> {
     pub fn contains_in(&self, key: &KeyContext, namespace: &N, user_key: &K) -> Result<bool> {
         let ns = self.inner.ns(namespace)?;
         let uk = self.user_key(user_key)?;
-        self.inner.backend.map_contains(self.inner.id, key, &ns, &uk)
+        self.inner
+            .backend
+            .map_contains(self.inner.id, key, &ns, &uk)
     }
     pub fn is_empty_in(&self, key: &KeyContext, namespace: &N) -> Result<bool> {
         let ns = self.inner.ns(namespace)?;
@@ -577,7 +583,10 @@ impl<V, N> DescriptorValue for ReducingStateDescriptor<V, N> {
 descriptor_namespaces!(ReducingStateDescriptor [V] { reduce });
 
 impl<V: Serialize + DeserializeOwned + 'static> ReducingStateDescriptor<V> {
-    pub fn new(name: impl Into<String>, reduce: impl Fn(V, V) -> V + Send + Sync + 'static) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> Self {
         Self {
             common: Common::new(name),
             reduce: Arc::new(reduce),
@@ -675,7 +684,9 @@ impl<In, Acc, Out, N> DescriptorValue for AggregatingStateDescriptor<In, Acc, Ou
 }
 descriptor_namespaces!(AggregatingStateDescriptor [In, Acc, Out] { function });
 
-impl<In, Acc: Serialize + DeserializeOwned + 'static, Out> AggregatingStateDescriptor<In, Acc, Out> {
+impl<In, Acc: Serialize + DeserializeOwned + 'static, Out>
+    AggregatingStateDescriptor<In, Acc, Out>
+{
     pub fn new(
         name: impl Into<String>,
         function: impl AggregateFunction<In, Acc, Out> + 'static,

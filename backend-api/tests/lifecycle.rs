@@ -136,7 +136,12 @@ async fn write_checkpoint_files(
             None => upload(storage, &path, true).await,
         });
     }
-    let own = upload(storage, &CheckpointStorage::exclusive_path(id, "op.bin"), false).await;
+    let own = upload(
+        storage,
+        &CheckpointStorage::exclusive_path(id, "op.bin"),
+        false,
+    )
+    .await;
     let range = KeyGroupRange::new(0, 127).unwrap();
     let keyed = KeyedStateHandle::Changelog {
         key_group_range: range,
@@ -178,7 +183,9 @@ fn retention_deletes_exactly_the_unreferenced_files() {
         let policy = RetentionPolicy {
             retained_checkpoints: 2,
         };
-        let mut lc = CheckpointLifecycle::open(storage.clone(), policy).await.unwrap();
+        let mut lc = CheckpointLifecycle::open(storage.clone(), policy)
+            .await
+            .unwrap();
         let c1 = lc.begin();
         let m1 = write_checkpoint_files(&storage, c1, &["base1", "d1"]).await;
         lc.complete(m1).await.unwrap();
@@ -237,7 +244,10 @@ fn aborted_checkpoints_never_appear_and_leave_nothing() {
         assert!(listed(&storage).await.is_empty());
         let c2 = lc.begin();
         assert!(c2 > c1);
-        assert!(lc.complete(write_checkpoint_files(&storage, c1, &["a"]).await).await.is_err());
+        assert!(lc
+            .complete(write_checkpoint_files(&storage, c1, &["a"]).await)
+            .await
+            .is_err());
     });
 }
 
@@ -248,7 +258,9 @@ fn a_pending_checkpoint_keeps_files_of_older_bases_alive() {
         let policy = RetentionPolicy {
             retained_checkpoints: 1,
         };
-        let mut lc = CheckpointLifecycle::open(storage.clone(), policy).await.unwrap();
+        let mut lc = CheckpointLifecycle::open(storage.clone(), policy)
+            .await
+            .unwrap();
         let c1 = lc.begin();
         lc.complete(write_checkpoint_files(&storage, c1, &["b1"]).await)
             .await
@@ -273,7 +285,9 @@ fn failed_deletes_are_retried_and_never_fail_a_checkpoint() {
         let policy = RetentionPolicy {
             retained_checkpoints: 1,
         };
-        let mut lc = CheckpointLifecycle::open(storage.clone(), policy).await.unwrap();
+        let mut lc = CheckpointLifecycle::open(storage.clone(), policy)
+            .await
+            .unwrap();
         let c1 = lc.begin();
         lc.complete(write_checkpoint_files(&storage, c1, &["b1"]).await)
             .await
@@ -319,12 +333,16 @@ fn registry_survives_a_restart_and_leftovers_are_removed() {
         let registry_before = lc.registry().clone();
         drop(lc);
 
-        let mut reopened = CheckpointLifecycle::open(storage.clone(), policy).await.unwrap();
+        let mut reopened = CheckpointLifecycle::open(storage.clone(), policy)
+            .await
+            .unwrap();
         assert_eq!(reopened.registry().files, registry_before.files);
         assert_eq!(reopened.completed(), vec![CheckpointId(1), CheckpointId(2)]);
         let listing = listed(&storage).await;
         assert!(!listing.contains("shared/orphan"));
-        assert!(!listing.iter().any(|p| p.starts_with("chk-00000000000000000003")));
+        assert!(!listing
+            .iter()
+            .any(|p| p.starts_with("chk-00000000000000000003")));
         let next = reopened.begin();
         assert!(next > crashed, "ids never repeat across restarts");
         // retention keeps working across the restart
@@ -334,7 +352,9 @@ fn registry_survives_a_restart_and_leftovers_are_removed() {
             .unwrap();
         let listing = listed(&storage).await;
         assert!(listing.contains("shared/b") && listing.contains("shared/d2"));
-        assert!(!listing.iter().any(|p| p.starts_with("chk-00000000000000000001")));
+        assert!(!listing
+            .iter()
+            .any(|p| p.starts_with("chk-00000000000000000001")));
     });
 }
 

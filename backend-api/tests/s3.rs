@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 use flowstate_api::checkpoint::SubtaskStateHandle;
-use flowstate_api::{CheckpointId, CheckpointManifest, CheckpointStorage, MaxParallelism, Parallelism};
+use flowstate_api::{
+    CheckpointId, CheckpointManifest, CheckpointStorage, MaxParallelism, Parallelism,
+};
 
 fn s3_storage() -> Option<CheckpointStorage> {
     let Ok(endpoint) = std::env::var("FLOWSTATE_S3_ENDPOINT") else {
@@ -44,7 +46,11 @@ fn checkpoint_storage_on_s3() {
             let id = CheckpointId(3);
             let data: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
             let file = storage
-                .put(&CheckpointStorage::shared_path("blob"), Bytes::from(data.clone()), true)
+                .put(
+                    &CheckpointStorage::shared_path("blob"),
+                    Bytes::from(data.clone()),
+                    true,
+                )
                 .await
                 .unwrap();
             assert_eq!(file.size, 40_000);

@@ -226,7 +226,7 @@ impl HeapBackend {
     pub fn stats(&self) -> HeapStats {
         fn add<V: Versioned>(stats: &mut HeapStats, tables: &KgTables<V>) {
             for (_, table) in tables.created() {
-                stats.change_records += table.changes.lock().len();
+                stats.change_records += table.changes().lock().len();
                 stats.retained_entries += table.retained_len();
                 for entry in table.map.iter() {
                     stats.entries += 1;
@@ -440,7 +440,7 @@ impl Inner {
         checkpoints.forgotten_through = floor;
         fn forget<V>(tables: &KgTables<V>, floor: u64) {
             for (_, table) in tables.created() {
-                table.changes.lock().forget_through(floor);
+                table.changes().lock().forget_through(floor);
             }
         }
         for (_, table) in self.tables.iter() {

@@ -12,36 +12,55 @@ use std::sync::Arc;
 /// short keys and is randomly seeded per backend, so crafted keys cannot force collisions.
 pub(crate) type EntryHasher = foldhash::fast::RandomState;
 
-/// An owned `(key, namespace)` pair.
+/// An owned `(key, namespace)` pair: one allocation holding the key's length (u32 LE), the
+/// key and the namespace. Two words, so a map bucket stays small.
 #[derive(Clone, Debug)]
 pub(crate) struct EntryKey {
     bytes: Arc<[u8]>,
-    key_len: usize,
 }
+
+/// Bytes of the key-length prefix.
+const LEN_PREFIX: usize = 4;
 
 impl EntryKey {
     pub(crate) fn new(key: &[u8], namespace: &[u8]) -> Self {
-        // A chain of slice iterators has an exact length: one allocation, no intermediate Vec.
-        let bytes: Arc<[u8]> = key.iter().chain(namespace).copied().collect();
-        Self {
-            bytes,
-            key_len: key.len(),
-        }
+        // Keys come from KeyContext (in memory, so far below 4 GiB); saturating keeps the
+        // split inside the allocation whatever happens.
+        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        // Chained slice iterators have an exact length: one allocation, no intermediate Vec.
+        let bytes: Arc<[u8]> = key_len
+            .to_le_bytes()
+            .iter()
+            .chain(key)
+            .chain(namespace)
+            .copied()
+            .collect();
+        Self { bytes }
+    }
+
+    #[inline]
+    fn parts(&self) -> (&[u8], &[u8]) {
+        let (len, rest) = self.bytes.split_at(LEN_PREFIX);
+        let key_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        rest.split_at(key_len.min(rest.len()))
     }
 
     pub(crate) fn key(&self) -> &[u8] {
-        self.bytes.split_at(self.key_len).0
+        self.parts().0
     }
 
     pub(crate) fn namespace(&self) -> &[u8] {
-        self.bytes.split_at(self.key_len).1
+        self.parts().1
     }
 
     /// True when this is the pair `(key, namespace)`.
     #[inline]
     pub(crate) fn is(&self, key: &[u8], namespace: &[u8]) -> bool {
-        let (k, n) = self.bytes.split_at(self.key_len);
-        k == key && n == namespace
+        // One length check on the whole, then the bytes.
+        self.bytes.len() == LEN_PREFIX + key.len() + namespace.len() && {
+            let (k, n) = self.parts();
+            k == key && n == namespace
+        }
     }
 }
 
@@ -99,5 +118,8 @@ mod tests {
         assert!(!k.is(b"a", b"bc"));
         assert_ne!(hash_of(&hasher, b"a", b"bc"), hash_of(&hasher, b"ab", b"c"));
         assert!(other < k);
+        assert_eq!(std::mem::size_of::<EntryKey>(), 16);
+        let empty = EntryKey::new(b"", b"");
+        assert!(empty.is(b"", b"") && !empty.is(b"", b"x"));
     }
 }

@@ -108,16 +108,21 @@ impl From<Change> for Outcome {
 
 /// An entry that kept old versions for a live snapshot: the sweeper prunes it once
 /// snapshots are released.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug)]
 pub(crate) struct Retained {
     key: EntryKey,
     user_key: Option<Box<[u8]>>,
 }
 
-/// The entries of one (state, key group).
+/// The entries of one (state, key group). The bookkeeping that operations rarely touch sits
+/// behind a pointer, so the tables of a state's key groups stay about a cache line each.
 pub(crate) struct KgTable<V> {
     pub(crate) map: DashMap<EntryKey, V, EntryHasher>,
-    pub(crate) changes: Mutex<ChangeRecords>,
+    cold: Box<Cold>,
+}
+
+struct Cold {
+    changes: Mutex<ChangeRecords>,
     retained: Mutex<Vec<Retained>>,
 }
 
@@ -125,9 +130,16 @@ impl<V> KgTable<V> {
     fn new(hasher: EntryHasher, shards: usize) -> Self {
         Self {
             map: DashMap::with_hasher_and_shard_amount(hasher, shards),
-            changes: Mutex::new(ChangeRecords::default()),
-            retained: Mutex::new(Vec::new()),
+            cold: Box::new(Cold {
+                changes: Mutex::new(ChangeRecords::default()),
+                retained: Mutex::new(Vec::new()),
+            }),
         }
+    }
+
+    /// This table's change records.
+    pub(crate) fn changes(&self) -> &Mutex<ChangeRecords> {
+        &self.cold.changes
     }
 
     #[inline]
@@ -160,7 +172,7 @@ impl<V> KgTable<V> {
     }
 
     pub(crate) fn retained_len(&self) -> usize {
-        self.retained.lock().len()
+        self.cold.retained.lock().len()
     }
 }
 
@@ -192,10 +204,10 @@ impl<V: Versioned> KgTable<V> {
                     && first_change_of_epoch
                     && epochs.tracks(e.stamp)
                 {
-                    self.changes.lock().record(entry_key.clone(), e.stamp);
+                    self.cold.changes.lock().record(entry_key.clone(), e.stamp);
                 }
                 if outcome.change.kept_old {
-                    self.retained.lock().push(Retained {
+                    self.cold.retained.lock().push(Retained {
                         key: entry_key.clone(),
                         user_key: outcome.user_key,
                     });
@@ -208,7 +220,7 @@ impl<V: Versioned> KgTable<V> {
                 if let Some(value) = vacant(e) {
                     let entry_key = EntryKey::new(key, namespace);
                     if track && epochs.tracks(e.stamp) {
-                        self.changes.lock().record(entry_key.clone(), e.stamp);
+                        self.cold.changes.lock().record(entry_key.clone(), e.stamp);
                     }
                     let hasher = self.map.hasher();
                     shard.insert_entry(hash, (entry_key, SharedValue::new(value)), |(k, _)| {
@@ -222,12 +234,12 @@ impl<V: Versioned> KgTable<V> {
     /// Prunes every entry that kept versions, for the snapshots still `live`; removes entries
     /// left empty. Entries that still keep versions stay listed for a later sweep.
     pub(crate) fn sweep(&self, live: &LiveSnapshots) {
-        let mut records = std::mem::take(&mut *self.retained.lock());
+        let records = std::mem::take(&mut *self.cold.retained.lock());
         if records.is_empty() {
             return;
         }
-        records.sort_unstable();
-        records.dedup();
+        // Not deduplicated: an entry listed twice (kept versions for two snapshots) is pruned
+        // twice, and pruning is idempotent; sorting would cost more than it saves.
         let mut still_kept = Vec::new();
         for record in records {
             let (key, namespace) = (record.key.key(), record.key.namespace());
@@ -250,7 +262,7 @@ impl<V: Versioned> KgTable<V> {
             }
         }
         if !still_kept.is_empty() {
-            self.retained.lock().extend(still_kept);
+            self.cold.retained.lock().extend(still_kept);
         }
     }
 }

@@ -234,7 +234,7 @@ impl HeapSnapshotView {
     ) {
         // Writes stamped <= epoch may still be recording their change: wait for them.
         table.barrier();
-        let changed = table.changes.lock().changed_between(since, self.epoch);
+        let changed = table.changes().lock().changed_between(since, self.epoch);
         for key in changed {
             buffer.push_tombstone(state, &key);
             table.read(key.key(), key.namespace(), |value| {

@@ -57,7 +57,12 @@ pub struct DemoArgs {
 
 const KINDS: [&str; 3] = ["view", "click", "buy"];
 /// Rule updates: (round, kind, weight). Round 0 sets the initial rules.
-const RULES: [(u64, &str, u64); 4] = [(0, "view", 1), (0, "click", 2), (0, "buy", 5), (7, "click", 3)];
+const RULES: [(u64, &str, u64); 4] = [
+    (0, "view", 1),
+    (0, "click", 2),
+    (0, "buy", 5),
+    (7, "click", 3),
+];
 
 /// The record at `offset` of `partition`: (key, kind). Deterministic (splitmix64).
 fn record(partition: u32, offset: u64, keys: u32) -> (String, &'static str) {
@@ -179,7 +184,12 @@ impl Job {
                     subtask_index: s.index,
                     kind: SnapshotKind::Incremental,
                 })?;
-                Ok((s.index, s.backend.key_group_range(), job, s.operator.snapshot()))
+                Ok((
+                    s.index,
+                    s.backend.key_group_range(),
+                    job,
+                    s.operator.snapshot(),
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let storage = self.lifecycle.storage().clone();
@@ -218,7 +228,11 @@ impl Job {
     }
 
     /// Restores `manifest` at `parallelism` new subtasks.
-    async fn restore(&self, manifest: &CheckpointManifest, parallelism: u32) -> Result<Vec<Subtask>> {
+    async fn restore(
+        &self,
+        manifest: &CheckpointManifest,
+        parallelism: u32,
+    ) -> Result<Vec<Subtask>> {
         let parallelism = Parallelism::new(parallelism)?;
         self.max.check(parallelism)?;
         let storage = self.lifecycle.storage();
@@ -226,7 +240,10 @@ impl Job {
         let mut out = Vec::new();
         for index in 0..parallelism.get() {
             let range = key_group_range_for_operator(self.max, parallelism, index)?;
-            let backend = self.factory.restore(self.max, range, storage, &handles).await?;
+            let backend = self
+                .factory
+                .restore(self.max, range, storage, &handles)
+                .await?;
             let operator =
                 restore_operator_state(storage, &manifest.operator_files(), index, parallelism)
                     .await?;
@@ -283,7 +300,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut subtasks = Vec::new();
     for index in 0..2 {
         let range = key_group_range_for_operator(max, two, index)?;
-        let s = Subtask::new(index, job.factory.create(max, range)?, OperatorStateStore::new())?;
+        let s = Subtask::new(
+            index,
+            job.factory.create(max, range)?,
+            OperatorStateStore::new(),
+        )?;
         let owned: Vec<(u32, u64)> = (0..job.args.partitions)
             .filter(|p| p % 2 == index)
             .map(|p| (p, 0))
@@ -302,7 +323,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Phase 2: restore the checkpoint at parallelism 3 and replay from the restored offsets.
     let mut subtasks = job.restore(&first, 3).await?;
     let round = resume_round(&subtasks, job.args.batch)?;
-    println!("\nphase 2: restored checkpoint {} at parallelism 3, resuming at round {round}", first.checkpoint_id);
+    println!(
+        "\nphase 2: restored checkpoint {} at parallelism 3, resuming at round {round}",
+        first.checkpoint_id
+    );
     job.describe(&subtasks)?;
     job.run_rounds(&subtasks, round, 10)?;
     job.checkpoint(&subtasks).await?;
@@ -312,7 +336,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Phase 3: rescale to 1.
     subtasks = job.restore(&second, 1).await?;
     let round = resume_round(&subtasks, job.args.batch)?;
-    println!("\nphase 3: restored checkpoint {} at parallelism 1, resuming at round {round}", second.checkpoint_id);
+    println!(
+        "\nphase 3: restored checkpoint {} at parallelism 1, resuming at round {round}",
+        second.checkpoint_id
+    );
     job.describe(&subtasks)?;
     const FINAL_ROUND: u64 = 13;
     job.run_rounds(&subtasks, round, FINAL_ROUND)?;
@@ -353,7 +380,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
         bail!(
             "{} keys differ from the reference and {extra} keys should not exist",
-            expected.iter().filter(|(k, v)| actual.get(*k) != Some(v)).count()
+            expected
+                .iter()
+                .filter(|(k, v)| actual.get(*k) != Some(v))
+                .count()
         )
     }
 }

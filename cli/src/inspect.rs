@@ -40,13 +40,22 @@ pub async fn run(args: InspectArgs) -> Result<()> {
             manifest.parallelism, manifest.max_parallelism
         );
         for subtask in &manifest.subtasks {
-            println!("  subtask {} key groups {}", subtask.subtask_index, subtask.key_group_range);
+            println!(
+                "  subtask {} key groups {}",
+                subtask.subtask_index, subtask.key_group_range
+            );
             if let Some(handle) = &subtask.keyed {
-                println!("    keyed: {} ({} bytes)", handle.describe(), handle.total_size());
+                println!(
+                    "    keyed: {} ({} bytes)",
+                    handle.describe(),
+                    handle.total_size()
+                );
                 let files = match handle {
                     KeyedStateHandle::Canonical { file, .. } => vec![file.clone()],
                     KeyedStateHandle::Changelog { base, deltas, .. } => {
-                        std::iter::once(base.clone()).chain(deltas.iter().cloned()).collect()
+                        std::iter::once(base.clone())
+                            .chain(deltas.iter().cloned())
+                            .collect()
                     }
                     KeyedStateHandle::Native { .. } => Vec::new(),
                 };

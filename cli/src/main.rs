@@ -6,7 +6,11 @@ mod inspect;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "flowstate", version, about = "Rescalable state backends for stream processing")]
+#[command(
+    name = "flowstate",
+    version,
+    about = "Rescalable state backends for stream processing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -16,23 +16,44 @@ fn demo_checks_every_count_and_inspect_reads_its_checkpoints() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK: every count equals the single-threaded reference"));
     assert!(stdout.contains("parallelism 3") && stdout.contains("parallelism 1"));
 
-    let out = flowstate().args(["inspect", "--dir"]).arg(dir.path()).output().unwrap();
+    let out = flowstate()
+        .args(["inspect", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // retention keeps the last two checkpoints of the run (3 and 4)
-    assert!(stdout.contains("checkpoint 3:") && stdout.contains("checkpoint 4:"), "{stdout}");
-    assert!(!stdout.contains("checkpoint 1:"), "retention must have dropped checkpoint 1:\n{stdout}");
+    assert!(
+        stdout.contains("checkpoint 3:") && stdout.contains("checkpoint 4:"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("checkpoint 1:"),
+        "retention must have dropped checkpoint 1:\n{stdout}"
+    );
     assert!(stdout.contains("count (value)"), "{stdout}");
 }
 
 #[test]
 fn demo_runs_against_s3() {
     let Ok(endpoint) = std::env::var("FLOWSTATE_S3_ENDPOINT") else {
-        assert!(std::env::var("CI").is_err(), "CI must run the S3 demo: use scripts/test.sh");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the S3 demo: use scripts/test.sh"
+        );
         eprintln!("FLOWSTATE_S3_ENDPOINT is not set: skipping");
         return;
     };
@@ -42,7 +63,15 @@ fn demo_runs_against_s3() {
         .as_nanos();
     let url = format!("s3://flowstate-test/demo-{nanos}");
     let out = flowstate()
-        .args(["demo", "--keys", "200", "--batch", "40", "--storage-url", &url])
+        .args([
+            "demo",
+            "--keys",
+            "200",
+            "--batch",
+            "40",
+            "--storage-url",
+            &url,
+        ])
         .env("AWS_ENDPOINT", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -51,7 +80,11 @@ fn demo_runs_against_s3() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo on S3 failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo on S3 failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK: every count equals"));
 }
 
@@ -61,7 +94,10 @@ fn demo_rejects_bad_arguments_with_a_message() {
         .args(["demo", "--max-parallelism", "2"])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "parallelism 3 cannot run under max parallelism 2");
+    assert!(
+        !out.status.success(),
+        "parallelism 3 cannot run under max parallelism 2"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exceeds max parallelism 2"), "{stderr}");
 }

@@ -45,7 +45,10 @@ fn key_ctx(key: u32, max: MaxParallelism) -> KeyContext {
     KeyContext::for_key(&SerdeCodec::<u32>::new(), &key, max).expect("u32 keys encode")
 }
 
-fn backend_for<B: StateBackend + 'static>(subtasks: &[Subtask<B>], key: &KeyContext) -> Arc<dyn KeyedStateBackend> {
+fn backend_for<B: StateBackend + 'static>(
+    subtasks: &[Subtask<B>],
+    key: &KeyContext,
+) -> Arc<dyn KeyedStateBackend> {
     let max = subtasks[0].backend.max_parallelism();
     let index = operator_index_for_key_group(max, p(subtasks.len() as u32), key.key_group());
     subtasks[index as usize].shared()
@@ -94,7 +97,12 @@ fn apply_round<B: StateBackend + 'static>(
         let ctx = key_ctx(key, max);
         let backend = backend_for(subtasks, &ctx);
         let ns = ((key + round) % 2) as u8;
-        let Handles { value, list, map, sum } = Handles::bind(backend);
+        let Handles {
+            value,
+            list,
+            map,
+            sum,
+        } = Handles::bind(backend);
         match (key + round) % 5 {
             0 => {
                 value.clear_in(&ctx, &ns).expect("clear");
@@ -121,7 +129,11 @@ fn apply_round<B: StateBackend + 'static>(
                 let user_key = (round % 7) as u16;
                 let text = format!("k{key}r{round}");
                 map.put_in(&ctx, &ns, &user_key, &text).expect("map put");
-                model.maps.entry((key, ns)).or_default().insert(user_key, text);
+                model
+                    .maps
+                    .entry((key, ns))
+                    .or_default()
+                    .insert(user_key, text);
             }
         }
         sum.add(&ctx, round as u64 + 1).expect("reducing add");
@@ -130,13 +142,21 @@ fn apply_round<B: StateBackend + 'static>(
 }
 
 /// Reads back everything the workload can have written for `keys`, plus the enumerated keys.
-fn observe<B: StateBackend + 'static>(subtasks: &[Subtask<B>], keys: impl IntoIterator<Item = u32>) -> Model {
+fn observe<B: StateBackend + 'static>(
+    subtasks: &[Subtask<B>],
+    keys: impl IntoIterator<Item = u32>,
+) -> Model {
     let max = subtasks[0].backend.max_parallelism();
     let mut model = Model::default();
     for key in keys {
         let ctx = key_ctx(key, max);
         let backend = backend_for(subtasks, &ctx);
-        let Handles { value, list, map, sum } = Handles::bind(backend);
+        let Handles {
+            value,
+            list,
+            map,
+            sum,
+        } = Handles::bind(backend);
         for ns in [0u8, 1] {
             if let Some(v) = value.get_in(&ctx, &ns).expect("get") {
                 model.values.insert((key, ns), v);
@@ -144,8 +164,11 @@ fn observe<B: StateBackend + 'static>(subtasks: &[Subtask<B>], keys: impl IntoIt
             if let Some(l) = list.get_in(&ctx, &ns).expect("list get") {
                 model.lists.insert((key, ns), l);
             }
-            let entries: BTreeMap<u16, String> =
-                map.entries_in(&ctx, &ns).expect("entries").into_iter().collect();
+            let entries: BTreeMap<u16, String> = map
+                .entries_in(&ctx, &ns)
+                .expect("entries")
+                .into_iter()
+                .collect();
             if !entries.is_empty() {
                 model.maps.insert((key, ns), entries);
             }
@@ -158,7 +181,9 @@ fn observe<B: StateBackend + 'static>(subtasks: &[Subtask<B>], keys: impl IntoIt
 }
 
 /// Every key any subtask enumerates for the value state, per namespace: nothing duplicated.
-fn enumerated_value_keys<B: StateBackend + 'static>(subtasks: &[Subtask<B>]) -> BTreeSet<(u32, u8)> {
+fn enumerated_value_keys<B: StateBackend + 'static>(
+    subtasks: &[Subtask<B>],
+) -> BTreeSet<(u32, u8)> {
     let codec = SerdeCodec::<u32>::new();
     let mut out = BTreeSet::new();
     for s in subtasks {
@@ -166,7 +191,10 @@ fn enumerated_value_keys<B: StateBackend + 'static>(subtasks: &[Subtask<B>]) -> 
         for ns in [0u8, 1] {
             for k in value.keys_in(&ns).expect("keys") {
                 let key: u32 = k.decode_key(&codec).expect("decode key");
-                assert!(out.insert((key, ns)), "key {key} enumerated twice after restore");
+                assert!(
+                    out.insert((key, ns)),
+                    "key {key} enumerated twice after restore"
+                );
             }
         }
     }
@@ -201,7 +229,9 @@ pub fn chain_restores_from_every_retained_checkpoint<F: StateBackendFactory>(fac
     let storage = CheckpointStorage::in_memory();
     let mut lifecycle = block_on(CheckpointLifecycle::open(
         storage.clone(),
-        RetentionPolicy { retained_checkpoints: 3 },
+        RetentionPolicy {
+            retained_checkpoints: 3,
+        },
     ))
     .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(2)).expect("create");
@@ -211,13 +241,17 @@ pub fn chain_restores_from_every_retained_checkpoint<F: StateBackendFactory>(fac
         // round 0 writes every key, later rounds a tenth of them
         let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 10 == round).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        let manifest = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-            .expect("incremental checkpoint");
+        let manifest =
+            checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
+                .expect("incremental checkpoint");
         taken.push((manifest, model.clone()));
     }
     let retained = lifecycle.completed();
     assert_eq!(retained.len(), 3);
-    for (manifest, expected) in taken.iter().filter(|(m, _)| retained.contains(&m.checkpoint_id)) {
+    for (manifest, expected) in taken
+        .iter()
+        .filter(|(m, _)| retained.contains(&m.checkpoint_id))
+    {
         for parallelism in [2, 3, 1] {
             assert_restores_to(factory, &storage, manifest, parallelism, expected, KEYS);
         }
@@ -228,8 +262,11 @@ pub fn chain_restores_from_every_retained_checkpoint<F: StateBackendFactory>(fac
 /// made before the aborted one.
 pub fn aborted_checkpoints_are_never_bases<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(storage.clone(), RetentionPolicy::default()))
-        .expect("open lifecycle");
+    let mut lifecycle = block_on(CheckpointLifecycle::open(
+        storage.clone(),
+        RetentionPolicy::default(),
+    ))
+    .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(2)).expect("create");
     let mut model = Model::default();
     apply_round(&subtasks, &mut model, 0, KEYS);
@@ -242,10 +279,16 @@ pub fn aborted_checkpoints_are_never_bases<F: StateBackendFactory>(factory: &F) 
         .expect("after abort");
     assert!(manifest.checkpoint_id > aborted);
     let visible = block_on(storage.list_checkpoints()).expect("list");
-    assert!(!visible.contains(&aborted), "an aborted checkpoint must never be visible");
+    assert!(
+        !visible.contains(&aborted),
+        "an aborted checkpoint must never be visible"
+    );
     let aborted_dir = CheckpointStorage::checkpoint_dir(aborted);
     let leftovers: Vec<_> = block_on(storage.list(&aborted_dir)).expect("list");
-    assert!(leftovers.is_empty(), "aborted checkpoint left files: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "aborted checkpoint left files: {leftovers:?}"
+    );
     assert_restores_to(factory, &storage, &manifest, 2, &model, KEYS);
 }
 
@@ -255,7 +298,9 @@ pub fn retention_deletes_exactly_unreferenced_files<F: StateBackendFactory>(fact
     let storage = CheckpointStorage::in_memory();
     let mut lifecycle = block_on(CheckpointLifecycle::open(
         storage.clone(),
-        RetentionPolicy { retained_checkpoints: 2 },
+        RetentionPolicy {
+            retained_checkpoints: 2,
+        },
     ))
     .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(2)).expect("create");
@@ -263,13 +308,20 @@ pub fn retention_deletes_exactly_unreferenced_files<F: StateBackendFactory>(fact
     for round in 0..12u32 {
         let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 12 == round).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        let kind = if round == 6 { SnapshotKind::Full } else { SnapshotKind::Incremental };
+        let kind = if round == 6 {
+            SnapshotKind::Full
+        } else {
+            SnapshotKind::Incremental
+        };
         checkpoint_with_lifecycle(&subtasks, &mut lifecycle, kind).expect("checkpoint");
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for id in lifecycle.completed() {
             let manifest = lifecycle.manifest(id).expect("retained manifest");
             referenced.extend(manifest.files().into_iter().map(|f| f.path.clone()));
-            referenced.insert(format!("{}/_manifest.json", CheckpointStorage::checkpoint_dir(id)));
+            referenced.insert(format!(
+                "{}/_manifest.json",
+                CheckpointStorage::checkpoint_dir(id)
+            ));
         }
         let stored: BTreeSet<String> = block_on(storage.list(""))
             .expect("list")
@@ -288,8 +340,11 @@ pub fn retention_deletes_exactly_unreferenced_files<F: StateBackendFactory>(fact
 /// their handles have no chain.)
 pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(storage.clone(), RetentionPolicy::default()))
-        .expect("open lifecycle");
+    let mut lifecycle = block_on(CheckpointLifecycle::open(
+        storage.clone(),
+        RetentionPolicy::default(),
+    ))
+    .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(1)).expect("create");
     let mut model = Model::default();
     let mut bases = BTreeSet::new();
@@ -297,8 +352,9 @@ pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
     for round in 0..40u32 {
         let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 40 == round).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        let manifest = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-            .expect("checkpoint");
+        let manifest =
+            checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
+                .expect("checkpoint");
         for handle in manifest.keyed_handles() {
             if let KeyedStateHandle::Changelog { base, deltas, .. } = handle {
                 bases.insert(base.path.clone());
@@ -307,8 +363,14 @@ pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
         }
     }
     if !bases.is_empty() {
-        assert!(bases.len() >= 2, "40 incremental checkpoints never re-based");
-        assert!(longest < 40, "the delta chain grew without bound ({longest} deltas)");
+        assert!(
+            bases.len() >= 2,
+            "40 incremental checkpoints never re-based"
+        );
+        assert!(
+            longest < 40,
+            "the delta chain grew without bound ({longest} deltas)"
+        );
     }
     let latest = lifecycle.latest().expect("completed").clone();
     assert_restores_to(factory, &storage, &latest, 2, &model, KEYS);
@@ -319,7 +381,9 @@ pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
 /// checkpoints (still based on files registered before the restart) keep restoring.
 pub fn registry_survives_restart<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
-    let policy = RetentionPolicy { retained_checkpoints: 2 };
+    let policy = RetentionPolicy {
+        retained_checkpoints: 2,
+    };
     let mut lifecycle = block_on(CheckpointLifecycle::open(storage.clone(), policy.clone()))
         .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(2)).expect("create");
@@ -327,16 +391,23 @@ pub fn registry_survives_restart<F: StateBackendFactory>(factory: &F) {
     for round in 0..3u32 {
         let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 5 == round).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("checkpoint");
+        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
+            .expect("checkpoint");
     }
     let before = lifecycle.registry().files.clone();
     drop(lifecycle);
-    let mut reopened = block_on(CheckpointLifecycle::open(storage.clone(), policy)).expect("reopen");
-    assert_eq!(reopened.registry().files, before, "registry rebuilt from manifests");
+    let mut reopened =
+        block_on(CheckpointLifecycle::open(storage.clone(), policy)).expect("reopen");
+    assert_eq!(
+        reopened.registry().files,
+        before,
+        "registry rebuilt from manifests"
+    );
     for round in 3..6u32 {
         let keys: Vec<u32> = KEYS.filter(|k| k % 5 == round % 5).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut reopened, SnapshotKind::Incremental).expect("checkpoint");
+        checkpoint_with_lifecycle(&subtasks, &mut reopened, SnapshotKind::Incremental)
+            .expect("checkpoint");
     }
     let latest = reopened.latest().expect("completed").clone();
     assert_restores_to(factory, &storage, &latest, 2, &model, KEYS);
@@ -348,7 +419,9 @@ pub fn full_and_incremental_restore_agree<F: StateBackendFactory>(factory: &F) {
     let storage = CheckpointStorage::in_memory();
     let mut lifecycle = block_on(CheckpointLifecycle::open(
         storage.clone(),
-        RetentionPolicy { retained_checkpoints: 10 },
+        RetentionPolicy {
+            retained_checkpoints: 10,
+        },
     ))
     .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(3)).expect("create");
@@ -356,10 +429,12 @@ pub fn full_and_incremental_restore_agree<F: StateBackendFactory>(factory: &F) {
     for round in 0..4u32 {
         let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 4 == round).collect();
         apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("checkpoint");
+        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
+            .expect("checkpoint");
     }
     let incremental = lifecycle.latest().expect("completed").clone();
-    let full = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
+    let full =
+        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
     for parallelism in [3, 2] {
         let a = restore_operator(factory, &storage, &incremental, p(parallelism)).expect("restore");
         let b = restore_operator(factory, &storage, &full, p(parallelism)).expect("restore");
@@ -374,25 +449,35 @@ pub fn full_and_incremental_restore_agree<F: StateBackendFactory>(factory: &F) {
 pub fn small_change_uploads_little<F: StateBackendFactory>(factory: &F) {
     const N: u32 = 100_000;
     let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(storage.clone(), RetentionPolicy::default()))
-        .expect("open lifecycle");
+    let mut lifecycle = block_on(CheckpointLifecycle::open(
+        storage.clone(),
+        RetentionPolicy::default(),
+    ))
+    .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(1)).expect("create");
     let backend = subtasks[0].shared();
-    let value = ValueStateDescriptor::<u64>::new("bytes-value").bind(backend).expect("bind");
+    let value = ValueStateDescriptor::<u64>::new("bytes-value")
+        .bind(backend)
+        .expect("bind");
     let max = max128();
     let contexts: Vec<KeyContext> = (0..N).map(|k| key_ctx(k, max)).collect();
     for (k, ctx) in contexts.iter().enumerate() {
         value.update(ctx, &(k as u64 * 7)).expect("update");
     }
-    let full = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
+    let full =
+        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
     let full_bytes: u64 = full.files().iter().map(|f| f.size).sum();
     checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("base");
-    let before: BTreeMap<String, u64> = block_on(storage.list("")).expect("list").into_iter().collect();
+    let before: BTreeMap<String, u64> = block_on(storage.list(""))
+        .expect("list")
+        .into_iter()
+        .collect();
     for ctx in contexts.iter().step_by(100) {
         value.update(ctx, &1).expect("update");
     }
-    let incremental = checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-        .expect("incremental");
+    let incremental =
+        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
+            .expect("incremental");
     let uploaded: u64 = incremental
         .files()
         .iter()
