@@ -962,7 +962,7 @@ impl KeyedStateBackend for LmdbBackend {
                 if decoded.namespace != namespace {
                     return Ok(ControlFlow::Continue(()));
                 }
-                let group = KeyGroup::new(u32::from(decoded.key_group), self.max)?;
+                let group = KeyGroup::new(decoded.key_group, self.max)?;
                 // The entries of one (key, namespace) are adjacent: compare with the last.
                 let repeat = out
                     .last()

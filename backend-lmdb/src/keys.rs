@@ -47,7 +47,7 @@ mod tests {
         let key = KeyContext::new(b"user-1".to_vec(), max);
         let entry = map_entry_key(&key, b"ns", b"uk");
         let decoded = decode_key(&entry).unwrap();
-        assert_eq!(decoded.key_group as u32, key.key_group().get());
+        assert_eq!(decoded.key_group, key.key_group().get());
         assert_eq!(decoded.key, b"user-1");
         assert_eq!(decoded.namespace, b"ns");
         assert_eq!(decoded.user_key, b"uk");

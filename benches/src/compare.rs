@@ -209,11 +209,13 @@ pub fn time_map_puts(
     Ok(start.elapsed())
 }
 
-/// The three backends, each preloaded with `workload`.
+/// Every backend built in (heap, RocksDB with the `rocksdb` feature, LMDB), each preloaded
+/// with `workload`.
 pub fn all_backends(workload: &Arc<Workload>) -> Result<Vec<CompareSubject>> {
     let max = workload.max_parallelism();
     Ok(vec![
         CompareSubject::preload(crate::heap_backend::open(max)?, workload.clone())?,
+        #[cfg(feature = "rocksdb")]
         CompareSubject::preload(crate::rocksdb_backend::open(max)?, workload.clone())?,
         CompareSubject::preload(crate::lmdb_backend::open(max)?, workload.clone())?,
     ])

@@ -7,6 +7,7 @@ pub enum BenchError {
     #[error("flowstate: {0}")]
     State(#[from] flowstate_api::Error),
     /// Raw RocksDB (the baseline) failed.
+    #[cfg(feature = "rocksdb")]
     #[error("raw RocksDB: {0}")]
     RocksDb(#[from] rocksdb::Error),
     /// Raw LMDB through heed (the baseline) failed.

@@ -26,6 +26,9 @@
 //!   ([`value::KeyWalk`]); add-new-key inserts never-written keys and removes them again
 //!   untimed, so every measured insert creates a key.
 //!
+//! The `rocksdb` feature (default) brings the RocksDB backend, its baseline and the rescale
+//! benchmark; without it the rest builds without compiling RocksDB's C++.
+//!
 //! Sizes: 500,000 preloaded keys and 1,000,000 rescale keys under `cargo bench`, small sizes
 //! when criterion runs the benches once as tests (`cargo test --benches`); the environment
 //! variables in [`settings`] override both.
@@ -47,7 +50,9 @@ pub mod compare;
 pub mod error;
 pub mod heap_backend;
 pub mod lmdb_backend;
+#[cfg(feature = "rocksdb")]
 pub mod rescale;
+#[cfg(feature = "rocksdb")]
 pub mod rocksdb_backend;
 pub mod settings;
 pub mod value;

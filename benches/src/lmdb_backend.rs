@@ -22,9 +22,8 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, WithoutTls};
 
 use crate::error::{BenchError, Result};
-use crate::rocksdb_backend::temp_dir;
 use crate::value::{
-    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk,
+    decode_value, encode_value, initial_value, temp_dir, BackendUnderTest, FlowstateValue, KeyWalk,
     ValueStore, Workload, MAX_VALUE_BYTES,
 };
 

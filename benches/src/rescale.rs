@@ -32,10 +32,10 @@ use flowstate_rocksdb::{
 use rocksdb::{ColumnFamilyDescriptor, WriteBatch, DB};
 
 use crate::error::{BenchError, Result};
-use crate::rocksdb_backend::{resources, temp_dir, RAW_COLUMN_FAMILY};
+use crate::rocksdb_backend::{resources, RAW_COLUMN_FAMILY};
 use crate::value::{
-    decode_value, encode_value, initial_value, record_key, MAX_PARALLELISM, MAX_VALUE_BYTES,
-    VALUE_STATE,
+    decode_value, encode_value, initial_value, record_key, temp_dir, MAX_PARALLELISM,
+    MAX_VALUE_BYTES, VALUE_STATE,
 };
 
 /// Keys per write batch of the naive restore.

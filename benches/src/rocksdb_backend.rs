@@ -20,7 +20,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, ReadOptions, WriteOptions, D
 
 use crate::error::{BenchError, Result};
 use crate::value::{
-    decode_value, encode_value, initial_value, BackendUnderTest, FlowstateValue, KeyWalk,
+    decode_value, encode_value, initial_value, temp_dir, BackendUnderTest, FlowstateValue, KeyWalk,
     ValueStore, Workload, MAX_VALUE_BYTES,
 };
 
@@ -31,13 +31,6 @@ pub const RAW_COLUMN_FAMILY: &str = "s0";
 /// Fresh process resources with the backend's default configuration.
 pub fn resources() -> Result<Arc<RocksDbResources>> {
     Ok(Arc::new(RocksDbResources::new(RocksDbConfig::default())?))
-}
-
-pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|e| BenchError::io("creating a temporary directory", e))
 }
 
 /// An empty RocksDB backend owning every key group of `max`, with resources of its own;

@@ -374,6 +374,14 @@ impl ValueStore for FlowstateValue {
     }
 }
 
+/// A fresh temporary directory (removed when dropped).
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| BenchError::io("creating a temporary directory", e))
+}
+
 /// Times `count` reads.
 pub fn time_gets(store: &mut dyn ValueStore, walk: &mut KeyWalk, count: u64) -> Result<Duration> {
     let start = Instant::now();

@@ -16,13 +16,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+#[cfg(feature = "rocksdb")]
 use flowstate_benches::rescale::{Rescale, RescaleFixture};
+#[cfg(feature = "rocksdb")]
+use flowstate_benches::rocksdb_backend;
 use flowstate_benches::settings::{fresh_pool, Sizes};
 use flowstate_benches::value::{
     check_preloaded, time_gets, time_inserts, time_updates, FlowstateValue, Layer, ValueStore,
     Workload,
 };
-use flowstate_benches::{heap_backend, lmdb_backend, rocksdb_backend, Result};
+use flowstate_benches::{heap_backend, lmdb_backend, Result};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Backend {
@@ -132,6 +135,7 @@ fn measure(
     Ok(())
 }
 
+#[cfg(feature = "rocksdb")]
 fn rescale(keys: usize, rounds: usize) -> Result<()> {
     println!();
     println!("RocksDB rescale restore of {keys} keys from native incremental checkpoints (median of {rounds}):");
@@ -193,10 +197,17 @@ fn run(args: Args) -> Result<()> {
                 let mut raw = heap_backend::RawDashMap::preload(&workload)?;
                 measure(&mut ours, &mut raw, &workload, &args)?;
             }
+            #[cfg(feature = "rocksdb")]
             Backend::Rocksdb => {
                 let mut ours = rocksdb_backend::flowstate(workload.clone())?;
                 let mut raw = rocksdb_backend::RawRocksDb::preload(&workload)?;
                 measure(&mut ours, &mut raw, &workload, &args)?;
+            }
+            #[cfg(not(feature = "rocksdb"))]
+            Backend::Rocksdb => {
+                return Err(flowstate_benches::BenchError::Config(
+                    "this build has no RocksDB: build with the default features, or pass --backends heap,lmdb".into(),
+                ))
             }
             Backend::Lmdb => {
                 let mut ours = lmdb_backend::flowstate(workload.clone())?;
@@ -205,9 +216,12 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
+    #[cfg(feature = "rocksdb")]
     if rescale_keys > 0 && args.backends.contains(&Backend::Rocksdb) {
         rescale(rescale_keys, args.rounds)?;
     }
+    #[cfg(not(feature = "rocksdb"))]
+    let _ = rescale_keys;
     Ok(())
 }
 
