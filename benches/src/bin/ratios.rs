@@ -13,7 +13,7 @@
 //! measure the same workloads with statistics; this prints one quotable table.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 #[cfg(feature = "rocksdb")]
@@ -139,7 +139,7 @@ fn measure(
 fn rescale(keys: usize, rounds: usize) -> Result<()> {
     println!();
     println!("RocksDB rescale restore of {keys} keys from native incremental checkpoints (median of {rounds}):");
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let fixture = RescaleFixture::build(keys)?;
     println!(
         "  checkpoints built in {:.1} s",
@@ -153,11 +153,11 @@ fn rescale(keys: usize, rounds: usize) -> Result<()> {
     for rescale in Rescale::ALL {
         let (mut native, mut naive) = (Vec::new(), Vec::new());
         for _ in 0..rounds.max(1) {
-            let start = Instant::now();
+            let start = std::time::Instant::now();
             let restored = fixture.restore_native(rescale)?;
             native.push(start.elapsed().as_secs_f64());
             drop(restored);
-            let start = Instant::now();
+            let start = std::time::Instant::now();
             let restored = fixture.restore_naive(rescale)?;
             naive.push(start.elapsed().as_secs_f64());
             drop(restored);
