@@ -180,7 +180,11 @@ impl Inner {
                 &mut |wtxn, dbs| write_overlay(wtxn, dbs, &batch),
             );
             match outcome {
-                Ok(WriteOutcome::Committed) => {}
+                Ok(WriteOutcome::Committed) => {
+                    let dbs = &self.dbs;
+                    self.changes
+                        .record_batch(&batch, |index| dbs.get(index).map(|db| db.layout))?;
+                }
                 other => {
                     self.overlay.merge_back(batch);
                     return other;
@@ -478,8 +482,12 @@ impl LmdbBackend {
 
     /// Distinct `(state, key, namespace)` changed since the last completed incremental
     /// checkpoint (what the next delta would carry).
-    pub fn outstanding_changes(&self) -> usize {
-        self.inner.lock().changes.outstanding()
+    pub fn outstanding_changes(&self) -> Result<usize> {
+        let inner = self.inner.lock();
+        let dbs = &inner.dbs;
+        inner
+            .changes
+            .outstanding(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))
     }
 
     /// The chain of incremental checkpoints.
@@ -583,9 +591,6 @@ impl LmdbBackend {
         }
         self.check_key_size(inner.key_buf.len())?;
         write(&mut inner.overlay, &inner.key_buf);
-        inner
-            .changes
-            .record(state, key.key_group(), key.key(), namespace);
         inner.maybe_flush(&self.config, &self.active_readers)
     }
 
@@ -800,9 +805,6 @@ impl KeyedStateBackend for LmdbBackend {
             return Ok(()); // never written
         }
         self.clear_buffered(inner, state, db)?;
-        inner
-            .changes
-            .record(state, key.key_group(), key.key(), namespace);
         inner.maybe_flush(&self.config, &self.active_readers)
     }
 

@@ -35,9 +35,10 @@ pub struct LmdbConfig {
     /// ...or about this many bytes (keys, values and bookkeeping).
     pub write_buffer_bytes: usize,
     /// Track which `(state, key, namespace)` changed since the last completed checkpoint, so
-    /// that incremental checkpoints upload only changes. Costs one hash-set insert per write
-    /// of a key not yet written since the last checkpoint. When off, incremental requests
-    /// write full snapshots.
+    /// that incremental checkpoints upload only changes. Costs, per write-buffer flush, a
+    /// sequential pass over the flushed keys (plus merges of those sorted runs, O(log n) per
+    /// change) and memory for each distinct changed `(key, namespace)` until a checkpoint
+    /// covering it completes. When off, incremental requests write full snapshots.
     pub track_changes: bool,
     /// When incremental checkpoints write a new full base instead of another delta.
     pub changelog: ChangelogPolicy,

@@ -113,9 +113,11 @@
 //!   deleted once the full checkpoint completes). With change tracking off, a full snapshot is
 //!   a [`flowstate_api::snapshot::CanonicalSnapshotJob`] file in the checkpoint's own
 //!   directory, and incremental requests write full snapshots.
-//! - **Incremental** (changelog family): every write records its `(state, key group, key,
-//!   namespace)` in a hash set (one insert per key written since the last checkpoint,
-//!   [`LmdbConfig::track_changes`]). At a checkpoint, [`flowstate_api::changelog`]'s chain
+//! - **Incremental** (changelog family): each flush of the write buffer records the
+//!   `(state, key group, key, namespace)` its writes touched ([`LmdbConfig::track_changes`]).
+//!   The flushed buffer is already in key order, so a flush yields a sorted run of changes in
+//!   one contiguous buffer; runs are merged as they pile up. (A hash-set insert per write cost
+//!   about as much as the LMDB write itself.) At a checkpoint, [`flowstate_api::changelog`]'s chain
 //!   decides: a new full **base**, or a **delta** with, per changed key, a tombstone then its
 //!   current rows, read from the same kind of read transaction. Changes of pending and aborted
 //!   checkpoints stay tracked until a later checkpoint of the chain completes; the chain

@@ -12,8 +12,14 @@ use std::ops::{Bound, ControlFlow};
 use flowstate_api::{Result, StateId};
 use heed::types::Bytes;
 use heed::{Database, RoTxn};
+use smallvec::SmallVec;
 
 use crate::error::LmdbError;
+
+/// An LMDB key in the write buffer. Short keys (the common case: key group, a small key and
+/// namespace) live inline in the tree's nodes, so comparisons during inserts and lookups touch
+/// no other memory and an insert allocates nothing for the key.
+pub(crate) type BufferKey = SmallVec<[u8; 24]>;
 
 /// The database of one state.
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
@@ -66,7 +72,7 @@ pub(crate) fn resolve<'a>(pending: &'a Pending, stored: Option<&[u8]>) -> Option
 /// Buffered writes of every state, ordered by LMDB key.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Overlay {
-    states: Vec<BTreeMap<Vec<u8>, Pending>>,
+    states: Vec<BTreeMap<BufferKey, Pending>>,
     entries: usize,
     bytes: usize,
 }
@@ -84,12 +90,12 @@ impl Overlay {
     }
 
     /// The buffered writes of `state`, if it has any.
-    pub(crate) fn state(&self, state: StateId) -> Option<&BTreeMap<Vec<u8>, Pending>> {
+    pub(crate) fn state(&self, state: StateId) -> Option<&BTreeMap<BufferKey, Pending>> {
         self.states.get(state.index()).filter(|m| !m.is_empty())
     }
 
     /// Every state's buffered writes, by state index.
-    pub(crate) fn states(&self) -> impl Iterator<Item = (usize, &BTreeMap<Vec<u8>, Pending>)> {
+    pub(crate) fn states(&self) -> impl Iterator<Item = (usize, &BTreeMap<BufferKey, Pending>)> {
         self.states
             .iter()
             .enumerate()
@@ -100,7 +106,7 @@ impl Overlay {
         self.states.get(state.index())?.get(key)
     }
 
-    fn map_mut(&mut self, state: StateId) -> &mut BTreeMap<Vec<u8>, Pending> {
+    fn map_mut(&mut self, state: StateId) -> &mut BTreeMap<BufferKey, Pending> {
         if self.states.len() <= state.index() {
             self.states.resize_with(state.index() + 1, BTreeMap::new);
         }
@@ -110,6 +116,10 @@ impl Overlay {
     /// Moves the first entries (state by state, in key order) worth about `max_bytes` (at
     /// least one entry) out into an overlay of their own.
     pub(crate) fn split_front(&mut self, max_bytes: usize) -> Overlay {
+        if self.bytes <= max_bytes {
+            // The usual case: the whole buffer goes, without moving entries one by one.
+            return std::mem::take(self);
+        }
         let mut front = Overlay::default();
         'states: for (index, map) in self.states.iter_mut().enumerate() {
             while let Some(entry) = map.first_entry() {
@@ -149,7 +159,7 @@ impl Overlay {
         let removed = match map.get_mut(key) {
             Some(slot) => Some(std::mem::replace(slot, pending).payload_len()),
             None => {
-                map.insert(key.to_vec(), pending);
+                map.insert(BufferKey::from_slice(key), pending);
                 None
             }
         };
@@ -176,7 +186,10 @@ impl Overlay {
                 self.bytes += encoded.len();
             }
             None => {
-                map.insert(key.to_vec(), Pending::Append(encoded.to_vec()));
+                map.insert(
+                    BufferKey::from_slice(key),
+                    Pending::Append(encoded.to_vec()),
+                );
                 self.entries += 1;
                 self.bytes += key.len() + encoded.len() + ENTRY_OVERHEAD;
             }
@@ -227,7 +240,7 @@ where
 pub(crate) fn scan_merged(
     txn: &RoTxn,
     db: Db,
-    overlay: Option<&BTreeMap<Vec<u8>, Pending>>,
+    overlay: Option<&BTreeMap<BufferKey, Pending>>,
     prefix: &[u8],
     max_key_size: usize,
     visit: &mut StoredVisitor<'_>,

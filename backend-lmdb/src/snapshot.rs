@@ -16,7 +16,7 @@ use heed::{Env, RoTxn, WithoutTls};
 use parking_lot::Mutex;
 
 use crate::backend::{Inner, LmdbBackend, StateDb, WriteOutcome};
-use crate::changes::{split_change_key, ChangeSet};
+use crate::changes::ChangeSet;
 use crate::error::LmdbError;
 use crate::keys::decode_key;
 use crate::overlay::{scan_merged, Overlay};
@@ -165,18 +165,15 @@ impl KeyedSnapshotView for LmdbSnapshotView {
                 }
             }
             Some(changes) => {
-                for change in changes.of_key_group(key_group) {
-                    let (state, prefix) = split_change_key(change).ok_or_else(|| {
-                        LmdbError::CorruptKey("a tracked change is truncated".into())
-                    })?;
-                    let decoded = decode_key(&prefix)?;
+                for (state, prefix) in changes.of_key_group(key_group) {
+                    let decoded = decode_key(prefix)?;
                     visit(StateRow {
                         state,
                         key: decoded.key,
                         namespace: decoded.namespace,
                         value: RowValue::Tombstone,
                     })?;
-                    self.visit_prefix(txn, state, db_of(state)?, &prefix, visit)?;
+                    self.visit_prefix(txn, state, db_of(state)?, prefix, visit)?;
                 }
             }
         }
@@ -202,7 +199,13 @@ impl LmdbBackend {
         let frozen = match inner.flush(&self.config, &self.active_readers)? {
             WriteOutcome::Committed => None,
             // The map is full and other snapshots pin it: keep the buffer on top of LMDB.
-            WriteOutcome::Deferred => Some(Arc::new(inner.overlay.clone())),
+            WriteOutcome::Deferred => {
+                let dbs = &inner.dbs;
+                inner
+                    .changes
+                    .record_batch(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))?;
+                Some(Arc::new(inner.overlay.clone()))
+            }
         };
         let read = PinnedRead::begin(&inner.env, &self.active_readers)?;
         let changes = match capture {

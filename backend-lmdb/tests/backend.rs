@@ -722,7 +722,7 @@ fn incremental_checkpoint_after_changing_one_percent_uploads_little() {
         &storage,
     );
     b.notify_checkpoint_complete(CheckpointId(1)).unwrap();
-    assert_eq!(b.outstanding_changes(), 0);
+    assert_eq!(b.outstanding_changes().unwrap(), 0);
 
     // Change 1% of the keys: overwrite, append, remove map entries.
     for i in (0..n).step_by(100) {
@@ -730,7 +730,7 @@ fn incremental_checkpoint_after_changing_one_percent_uploads_little() {
         b.list_append(l, &key(i), b"", &[b"more"]).unwrap();
         b.map_remove(m, &key(i), b"", b"entry").unwrap();
     }
-    assert_eq!(b.outstanding_changes(), 3 * (n as usize / 100));
+    assert_eq!(b.outstanding_changes().unwrap(), 3 * (n as usize / 100));
     let delta = run(
         b.snapshot(&request(2, SnapshotKind::Incremental)).unwrap(),
         &storage,
@@ -889,7 +889,7 @@ fn change_tracking_off_makes_incremental_requests_full() {
     let (_f, b) = backend(config);
     let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
     b.put(v, &key(1), b"", b"1").unwrap();
-    assert_eq!(b.outstanding_changes(), 0);
+    assert_eq!(b.outstanding_changes().unwrap(), 0);
     let storage = CheckpointStorage::in_memory();
     for (id, kind) in [(1, SnapshotKind::Incremental), (2, SnapshotKind::Full)] {
         let handle = run(b.snapshot(&request(id, kind)).unwrap(), &storage);
