@@ -23,7 +23,7 @@ use crate::changes::ChangeTracker;
 use crate::config::{round_map_size, LmdbConfig};
 use crate::error::{is_map_full, LmdbError};
 use crate::keys::{self, decode_key, prefix_successor};
-use crate::overlay::{read_merged, scan_merged, Db, Overlay, Pending};
+use crate::overlay::{read_merged, scan_merged, BufferValue, Db, Overlay, Pending};
 
 /// Visits one map entry (user key, value); may stop the walk.
 type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
@@ -714,24 +714,26 @@ impl LmdbBackend {
             inner.key_buf.clear();
             keys::push_prefix(&mut inner.key_buf, key_group, row.key, row.namespace);
             match row.value {
-                RowValue::Value(v) => {
-                    inner
-                        .overlay
-                        .set(row.state, &inner.key_buf, Pending::Put(v.to_vec()))
-                }
+                RowValue::Value(v) => inner.overlay.set(
+                    row.state,
+                    &inner.key_buf,
+                    Pending::Put(BufferValue::from_slice(v)),
+                ),
                 RowValue::List([]) => inner
                     .overlay
                     .set(row.state, &inner.key_buf, Pending::Delete),
-                RowValue::List(list) => {
-                    inner
-                        .overlay
-                        .set(row.state, &inner.key_buf, Pending::Put(list.to_vec()))
-                }
+                RowValue::List(list) => inner.overlay.set(
+                    row.state,
+                    &inner.key_buf,
+                    Pending::Put(BufferValue::from_slice(list)),
+                ),
                 RowValue::MapEntry { user_key, value } => {
                     inner.key_buf.extend_from_slice(user_key);
-                    inner
-                        .overlay
-                        .set(row.state, &inner.key_buf, Pending::Put(value.to_vec()));
+                    inner.overlay.set(
+                        row.state,
+                        &inner.key_buf,
+                        Pending::Put(BufferValue::from_slice(value)),
+                    );
                 }
                 RowValue::Tombstone => self.clear_buffered(inner, row.state, db)?,
             }
@@ -790,7 +792,7 @@ impl KeyedStateBackend for LmdbBackend {
             None,
             StorageLayout::Value,
             "put",
-            |overlay, k| overlay.set(state, k, Pending::Put(value.to_vec())),
+            |overlay, k| overlay.set(state, k, Pending::Put(BufferValue::from_slice(value))),
         )
     }
 
@@ -851,7 +853,9 @@ impl KeyedStateBackend for LmdbBackend {
         let pending = if elements.is_empty() {
             Pending::Delete
         } else {
-            Pending::Put(list_encoding::encode(elements.iter().copied()))
+            Pending::Put(BufferValue::from_vec(list_encoding::encode(
+                elements.iter().copied(),
+            )))
         };
         self.write_key(
             state,
@@ -896,7 +900,7 @@ impl KeyedStateBackend for LmdbBackend {
             Some(user_key),
             StorageLayout::Map,
             "map_put",
-            |overlay, k| overlay.set(state, k, Pending::Put(value.to_vec())),
+            |overlay, k| overlay.set(state, k, Pending::Put(BufferValue::from_slice(value))),
         )
     }
 

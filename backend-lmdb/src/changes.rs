@@ -384,7 +384,11 @@ mod tests {
         for user_key in [&b"x"[..], b"y", b"z"] {
             let mut key = prefix(5, b"k", b"ns");
             key.extend_from_slice(user_key);
-            batch.set(StateId(0), &key, Pending::Put(vec![1]));
+            batch.set(
+                StateId(0),
+                &key,
+                Pending::Put(crate::overlay::BufferValue::from_slice(&[1])),
+            );
         }
         t.record_batch(&batch, |_| Some(StorageLayout::Map))
             .unwrap();

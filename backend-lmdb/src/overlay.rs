@@ -21,6 +21,10 @@ use crate::error::LmdbError;
 /// no other memory and an insert allocates nothing for the key.
 pub(crate) type BufferKey = SmallVec<[u8; 24]>;
 
+/// A value in the write buffer; small values (counters, timestamps, short records) need no
+/// allocation of their own.
+pub(crate) type BufferValue = SmallVec<[u8; 16]>;
+
 /// The database of one state.
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
@@ -35,12 +39,12 @@ pub(crate) type StoredVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlo
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Pending {
     /// The key's new value.
-    Put(Vec<u8>),
+    Put(BufferValue),
     /// The key is removed.
     Delete,
     /// Encoded list elements to append to whatever LMDB holds (list states only): appends
     /// need no read until the flush, which reads inside its write transaction.
-    Append(Vec<u8>),
+    Append(BufferValue),
 }
 
 impl Pending {
@@ -182,13 +186,13 @@ impl Overlay {
             }
             Some(slot @ Pending::Delete) => {
                 // The list was cleared: what follows is its whole content.
-                *slot = Pending::Put(encoded.to_vec());
+                *slot = Pending::Put(BufferValue::from_slice(encoded));
                 self.bytes += encoded.len();
             }
             None => {
                 map.insert(
                     BufferKey::from_slice(key),
-                    Pending::Append(encoded.to_vec()),
+                    Pending::Append(BufferValue::from_slice(encoded)),
                 );
                 self.entries += 1;
                 self.bytes += key.len() + encoded.len() + ENTRY_OVERHEAD;
@@ -314,15 +318,28 @@ mod tests {
         let mut o = Overlay::default();
         let s = StateId(2);
         o.append(s, b"k", b"ab");
-        assert_eq!(o.get(s, b"k"), Some(&Pending::Append(b"ab".to_vec())));
+        assert_eq!(
+            o.get(s, b"k"),
+            Some(&Pending::Append(BufferValue::from_slice(b"ab")))
+        );
         o.append(s, b"k", b"c");
-        assert_eq!(o.get(s, b"k"), Some(&Pending::Append(b"abc".to_vec())));
+        assert_eq!(
+            o.get(s, b"k"),
+            Some(&Pending::Append(BufferValue::from_slice(b"abc")))
+        );
         o.set(s, b"k", Pending::Delete);
         o.append(s, b"k", b"d");
-        assert_eq!(o.get(s, b"k"), Some(&Pending::Put(b"d".to_vec())));
+        assert_eq!(
+            o.get(s, b"k"),
+            Some(&Pending::Put(BufferValue::from_slice(b"d")))
+        );
         assert_eq!(o.entries(), 1);
         assert_eq!(o.bytes(), 1 + 1 + ENTRY_OVERHEAD);
-        o.set(StateId(0), b"x", Pending::Put(vec![0; 10]));
+        o.set(
+            StateId(0),
+            b"x",
+            Pending::Put(BufferValue::from_elem(0, 10)),
+        );
         assert_eq!(o.entries(), 2);
         assert_eq!(o.states().count(), 2);
         // Splitting takes state 0's entry first; putting it back restores the accounting.
@@ -337,18 +354,21 @@ mod tests {
         assert!(o.is_empty() && o.bytes() == 0 && all.entries() == 2);
         assert!(o.state(s).is_none());
         o.merge_back(all);
-        assert_eq!(o.get(s, b"k"), Some(&Pending::Put(b"d".to_vec())));
+        assert_eq!(
+            o.get(s, b"k"),
+            Some(&Pending::Put(BufferValue::from_slice(b"d")))
+        );
     }
 
     #[test]
     fn resolve_applies_appends_to_stored_lists() {
         assert_eq!(
-            resolve(&Pending::Append(b"b".to_vec()), Some(b"a")).as_deref(),
+            resolve(&Pending::Append(BufferValue::from_slice(b"b")), Some(b"a")).as_deref(),
             Some(b"ab".as_slice())
         );
         assert_eq!(resolve(&Pending::Delete, Some(b"a")), None);
         assert_eq!(
-            resolve(&Pending::Put(b"x".to_vec()), Some(b"a")).as_deref(),
+            resolve(&Pending::Put(BufferValue::from_slice(b"x")), Some(b"a")).as_deref(),
             Some(b"x".as_slice())
         );
     }
