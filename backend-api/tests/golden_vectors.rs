@@ -2,7 +2,6 @@
 //! `tests/data/`): every row of every file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use flowstate_api::key_groups::{
     default_max_parallelism, key_group_for_hash, key_group_for_key_bytes,
@@ -15,12 +14,17 @@ use flowstate_api::{
 };
 use serde::Deserialize;
 
-fn data_file(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading golden vector file {}: {e}", path.display()))
+/// The golden vector files, compiled into the test binary: the tests then read the copy of
+/// the checkout they were built from, wherever they run (a shared target directory may hold
+/// binaries built in another checkout).
+fn data_file(name: &str) -> &'static str {
+    match name {
+        "key_groups.tsv" => include_str!("data/key_groups.tsv"),
+        "key_group_ranges.tsv" => include_str!("data/key_group_ranges.tsv"),
+        "default_max_parallelism.tsv" => include_str!("data/default_max_parallelism.tsv"),
+        "even_split.json" => include_str!("data/even_split.json"),
+        other => panic!("no golden vector file named {other}"),
+    }
 }
 
 /// The data rows of a TSV file, split on tabs, after checking the header. Lines are not
@@ -198,7 +202,7 @@ fn lists_of(store: &OperatorStateStore) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn even_split_json_every_case() {
-    let cases: Vec<EvenSplitCase> = serde_json::from_str(&data_file("even_split.json")).unwrap();
+    let cases: Vec<EvenSplitCase> = serde_json::from_str(data_file("even_split.json")).unwrap();
     assert!(!cases.is_empty());
     for (case_index, case) in cases.iter().enumerate() {
         let n = Parallelism::new(case.new_parallelism).unwrap();
