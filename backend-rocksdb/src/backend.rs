@@ -1,6 +1,7 @@
 //! [`RocksDbBackend`]: keyed state in one RocksDB database, one column family per state.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use flowstate_api::backend::{
@@ -90,6 +91,8 @@ pub struct RocksDbBackend {
     instance_id: String,
     pub(crate) checkpoints: Arc<Mutex<CheckpointTracker>>,
     pub(crate) resources: Arc<RocksDbResources>,
+    /// SST files of other instances ingested as they are by rescaling restores.
+    files_ingested_as_is: AtomicU64,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -182,6 +185,7 @@ impl RocksDbBackend {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             checkpoints: Arc::new(Mutex::new(CheckpointTracker::default())),
             resources,
+            files_ingested_as_is: AtomicU64::new(0),
         })
     }
 
@@ -286,6 +290,30 @@ impl RocksDbBackend {
             db.ingest_external_file_cf_opts(cf, &opts, vec![sst])
                 .map_err(engine("ingesting restored key groups"))
         })
+    }
+
+    /// Ingests SST files of another instance of this backend into `state`'s column family as
+    /// they are (see [`crate::ingest`]). The inner error is RocksDB's refusal (for example,
+    /// an overlap with data already here); nothing was ingested then.
+    pub(crate) fn ingest_db_generated(
+        &self,
+        state: StateId,
+        files: &[PathBuf],
+    ) -> Result<std::result::Result<(), String>> {
+        self.with_state(state, "ingest", None, |db, cf, _| {
+            let outcome = crate::ingest::ingest_db_generated(db, cf, files);
+            if outcome.is_ok() {
+                self.files_ingested_as_is
+                    .fetch_add(files.len() as u64, AtomicOrdering::Relaxed);
+            }
+            Ok(outcome)
+        })
+    }
+
+    /// SST files of other instances that rescaling restores ingested as they are, without
+    /// reading their keys (the rest of a restore copies keys; see the crate docs).
+    pub fn files_ingested_as_is(&self) -> u64 {
+        self.files_ingested_as_is.load(AtomicOrdering::Relaxed)
     }
 
     fn check_owned(&self, key: &KeyContext) -> Result<()> {

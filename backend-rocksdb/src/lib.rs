@@ -90,10 +90,17 @@
 //! with two `delete_range`s per column family (plus `delete_file_in_range` to drop wholly
 //! outside SSTs at once). Its SSTs are recorded as already uploaded, so the next incremental
 //! checkpoint does not upload them again. Each other overlapping native handle is downloaded
-//! to a scratch directory and opened read-only; for every state, the target key groups'
+//! to a scratch directory and opened read-only. For every state, when all the handle's SST
+//! files of that column family lie inside the target (scaling in: an old subtask's key groups
+//! move whole), the files are **ingested as they are**: linked in with their sequence numbers
+//! (RocksDB's `allow_db_generated_files`, through the C API since the `rocksdb` crate does not
+//! expose it), bottom level first and level 0 oldest first, so no key is read. Otherwise (a
+//! file straddles the target, or RocksDB refuses because of an overlap) the target key groups'
 //! range is read in key order into one new SST file with `SstFileWriter`, which the new
-//! database ingests (moved, not re-inserted through memtables). Canonical and changelog
-//! handles go through ranged reads of their key-group index and `apply_rows` write batches.
+//! database ingests (moved, not re-inserted through memtables).
+//! [`RocksDbBackend::files_ingested_as_is`] counts the files that took the first path.
+//! Canonical and changelog handles go through ranged reads of their key-group index and
+//! `apply_rows` write batches.
 //!
 //! Restoring from native handles reads every file of each overlapping handle (as Flink does):
 //! a handle's MANIFEST lists all its SSTs, so its database cannot be opened from a subset, and
@@ -101,9 +108,7 @@
 //! large native handle therefore downloads the whole handle; canonical handles are read by
 //! key-group range. Not done: reading only the SSTs whose key-group span (recorded in the
 //! metadata) meets the target, which needs an SST reader or key-group-partitioned SSTs
-//! (RocksDB's SST partitioner, not exposed by the `rocksdb` crate); and ingesting SSTs wholly
-//! inside the target as they are (needs `allow_db_generated_files`, also not exposed), instead
-//! of copying their key groups into a fresh SST.
+//! (RocksDB's SST partitioner, not exposed by the `rocksdb` crate).
 //!
 //! ### For benchmarks
 //! [`value_key`] and [`map_entry_key`] build the exact stored key bytes,
@@ -116,6 +121,7 @@ pub mod keys;
 
 mod backend;
 mod factory;
+mod ingest;
 mod native;
 mod resources;
 mod view;

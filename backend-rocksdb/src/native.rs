@@ -13,11 +13,12 @@ use flowstate_api::{
     MaxParallelism, Result,
 };
 use parking_lot::Mutex;
-use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, Options, SingleThreaded};
+use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, Options, SingleThreaded, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{OpenDb, RocksDbBackend, StoredState};
 use crate::error::{engine, RocksDbError};
+use crate::ingest;
 use crate::BACKEND_NAME;
 
 /// Version of the metadata JSON of native handles this build writes and reads.
@@ -481,9 +482,11 @@ async fn restore_base(
     Ok(backend)
 }
 
-/// Copies the key groups of `backend`'s range held by another native handle: the old
-/// database is opened read-only and each state's target range is written, in key order, into
-/// one new SST file that RocksDB ingests.
+/// Copies the key groups of `backend`'s range held by another native handle. The old
+/// database is opened read-only. A column family whose SST files all lie inside the target
+/// (the usual case when scaling in: every key group of the old subtask moves here) is ingested
+/// file by file as it is ([`crate::ingest`]); otherwise, or when RocksDB refuses (an overlap),
+/// the target range is read in key order into one new SST file that RocksDB ingests.
 async fn copy_from_handle(
     backend: &RocksDbBackend,
     storage: &CheckpointStorage,
@@ -499,10 +502,16 @@ async fn copy_from_handle(
         .map_err(|e| Error::io("creating a restore directory", e))?;
     let old_dir = scratch.path().join("db");
     download(storage, files, &meta.checksums, &old_dir).await?;
+    // Writes are not logged (the WAL is off), so the SST files hold everything; a handle
+    // with a non-empty log would also have data in the read-only instance's memtables.
+    let everything_in_ssts = files
+        .iter()
+        .filter(|f| f.local_name.ends_with(".log"))
+        .all(|f| f.file.size == 0);
     let options = backend.resources.db_options();
-    let cfs = DBWithThreadMode::<SingleThreaded>::list_cf(&options, &old_dir)
+    let cfs = DB::list_cf(&options, &old_dir)
         .map_err(engine("listing column families of a restored checkpoint"))?;
-    let old = DBWithThreadMode::<SingleThreaded>::open_cf_descriptors_read_only(
+    let old = DB::open_cf_descriptors_read_only(
         &options,
         &old_dir,
         cfs.iter()
@@ -518,11 +527,33 @@ async fn copy_from_handle(
                 detail: format!("column family '{}' is missing", state.column_family),
             })
         })?;
+        if everything_in_ssts {
+            let lsm = ingest::files_for_ingestion(&old, &cf);
+            let (first, last) = (overlap.start().get(), overlap.end().get());
+            let inside = |key: &[u8]| key_group_of(key).is_some_and(|kg| first <= kg && kg <= last);
+            if lsm
+                .iter()
+                .all(|f| inside(&f.smallest_key) && inside(&f.largest_key))
+            {
+                if lsm.is_empty() {
+                    continue;
+                }
+                let paths: Vec<PathBuf> = lsm.into_iter().map(|f| f.path).collect();
+                match backend.ingest_db_generated(id, &paths)? {
+                    Ok(()) => continue,
+                    Err(refused) => tracing::debug!(
+                        column_family = %state.column_family,
+                        %refused,
+                        "RocksDB refused the files as they are; copying their keys"
+                    ),
+                }
+            }
+        }
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_lower_bound(lower.clone());
         ro.set_iterate_upper_bound(upper.clone());
         ro.fill_cache(false);
-        let mut it = old.raw_iterator_cf_opt(cf, ro);
+        let mut it = old.raw_iterator_cf_opt(&cf, ro);
         it.seek(&lower);
         let sst = scratch.path().join(format!("ingest-{i}.sst"));
         let mut writer = rocksdb::SstFileWriter::create(&options);

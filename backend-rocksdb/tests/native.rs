@@ -159,6 +159,64 @@ fn native_rescale_2_to_1() {
     restore_and_verify(&factory, &storage, &handles, 1, 3000);
 }
 
+/// Scaling in, each old subtask's key groups move whole into one new subtask: their SST
+/// files are ingested as they are. Two rounds of writes before the checkpoint leave two
+/// overlapping level-0 files per column family, so the ingestion order decides which round
+/// wins; writes after the restore must shadow the ingested files (sequence numbers).
+#[test]
+fn scale_in_ingests_whole_files_in_lsm_order_and_later_writes_win() {
+    let factory = RocksDbBackendFactory::temporary().unwrap();
+    let storage = CheckpointStorage::in_memory();
+    let max = max128();
+    let handles: Vec<_> = ranges(max, 4)
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let b = factory.create(max, range).unwrap();
+            let s = register(&b);
+            load(&b, &s, 3000, 1);
+            checkpoint(&b, &storage, 1, i as u32, SnapshotKind::Incremental);
+            load(&b, &s, 3000, 2);
+            checkpoint(&b, &storage, 2, i as u32, SnapshotKind::Incremental)
+        })
+        .collect();
+    let two: Vec<_> = ranges(max, 2)
+        .into_iter()
+        .map(|range| block_on(factory.restore(max, range, &storage, &handles)).unwrap())
+        .collect();
+    for b in &two {
+        let s = register(b);
+        verify(b, &s, 3000, 2);
+        // One subtask's handle is the opened base; the other's SSTs (three states, two
+        // level-0 files each) are ingested as they are.
+        assert!(
+            b.files_ingested_as_is() >= 3,
+            "ingested as is: {}",
+            b.files_ingested_as_is()
+        );
+        load(b, &s, 3000, 3);
+        verify(b, &s, 3000, 3);
+    }
+    let next: Vec<_> = two
+        .iter()
+        .enumerate()
+        .map(|(i, b)| checkpoint(b, &storage, 3, i as u32, SnapshotKind::Incremental))
+        .collect();
+    let one = block_on(factory.restore(max, max.full_range(), &storage, &next)).unwrap();
+    verify(&one, &register(&one), 3000, 3);
+}
+
+/// Scaling out, an old subtask's files straddle the new ranges: nothing is ingested as is.
+#[test]
+fn scale_out_copies_keys_of_straddling_files() {
+    let factory = RocksDbBackendFactory::temporary().unwrap();
+    let storage = CheckpointStorage::in_memory();
+    let handles = loaded_operator(&factory, &storage, 3, 3000, SnapshotKind::Incremental);
+    for b in restore_and_verify(&factory, &storage, &handles, 2, 3000) {
+        assert_eq!(b.files_ingested_as_is(), 0);
+    }
+}
+
 #[test]
 fn native_rescale_3_to_2_then_incremental_again() {
     let factory = RocksDbBackendFactory::temporary().unwrap();

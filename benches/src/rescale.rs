@@ -7,7 +7,8 @@
 //!
 //! - **flowstate native**: `RocksDbBackendFactory::restore` of every new subtask's key-group
 //!   range from the old subtasks' native handles (download, open, `delete_range` what lies
-//!   outside the range, ingest what other handles hold).
+//!   outside the range; link in as they are the SST files of other handles that lie inside
+//!   the range, copy the rest of what they hold into a new SST file and ingest it).
 //! - **naive scan**: for every new subtask, download every old handle's files, open each old
 //!   database read-only with raw RocksDB, read every key of every column family, and write the
 //!   keys whose key group (the first two bytes) lies in the new range into a fresh database
@@ -29,7 +30,10 @@ use flowstate_api::{
 use flowstate_rocksdb::{
     value_key, write_options, RocksDbBackend, RocksDbBackendFactory, RocksDbResources,
 };
-use rocksdb::{ColumnFamilyDescriptor, WriteBatch, DB};
+use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, SingleThreaded, WriteBatch};
+
+/// Raw RocksDB with plain column-family references.
+type DB = DBWithThreadMode<SingleThreaded>;
 
 use crate::error::{BenchError, Result};
 use crate::rocksdb_backend::{resources, RAW_COLUMN_FAMILY};

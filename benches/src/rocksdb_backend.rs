@@ -16,7 +16,13 @@ use flowstate_api::{MaxParallelism, StateBackendFactory};
 use flowstate_rocksdb::{
     read_options, value_key, write_options, RocksDbBackendFactory, RocksDbConfig, RocksDbResources,
 };
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, ReadOptions, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, ReadOptions, SingleThreaded,
+    WriteOptions,
+};
+
+/// Raw RocksDB with plain column-family references (the backend itself is multi-threaded).
+type DB = DBWithThreadMode<SingleThreaded>;
 
 use crate::error::{BenchError, Result};
 use crate::value::{
