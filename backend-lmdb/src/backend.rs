@@ -173,6 +173,17 @@ impl Inner {
     ) -> Result<WriteOutcome> {
         while !self.overlay.is_empty() {
             let batch = self.overlay.split_front(config.transaction_bytes());
+            let dbs = &self.dbs;
+            let changes = match self
+                .changes
+                .prepare(&batch, |index| dbs.get(index).map(|db| db.layout))
+            {
+                Ok(changes) => changes,
+                Err(e) => {
+                    self.overlay.merge_back(batch);
+                    return Err(e);
+                }
+            };
             let outcome = self.write_with_growth(
                 config,
                 active_readers,
@@ -180,11 +191,7 @@ impl Inner {
                 &mut |wtxn, dbs| write_overlay(wtxn, dbs, &batch),
             );
             match outcome {
-                Ok(WriteOutcome::Committed) => {
-                    let dbs = &self.dbs;
-                    self.changes
-                        .record_batch(&batch, |index| dbs.get(index).map(|db| db.layout))?;
-                }
+                Ok(WriteOutcome::Committed) => self.changes.record(changes),
                 other => {
                     self.overlay.merge_back(batch);
                     return other;

@@ -189,6 +189,10 @@ impl ChangeSet {
     }
 }
 
+/// The changes of one batch of writes, by state index (see [`ChangeTracker::prepare`]).
+#[derive(Debug, Default)]
+pub(crate) struct PreparedChanges(Vec<SortedRun>);
+
 /// Which keys changed since the last completed checkpoint, per checkpoint.
 #[derive(Debug, Default)]
 pub(crate) struct ChangeTracker {
@@ -258,17 +262,24 @@ impl ChangeTracker {
         Ok(out)
     }
 
-    /// Records the writes of `batch`, just committed to LMDB (or, for a snapshot taken while
-    /// a flush was postponed, captured by it).
-    pub(crate) fn record_batch(
-        &mut self,
+    /// The changes the writes of `batch` make, ready to [`ChangeTracker::record`]. Computed
+    /// before the batch is committed: once it is, recording cannot fail.
+    pub(crate) fn prepare(
+        &self,
         batch: &Overlay,
         layout_of: impl Fn(usize) -> Option<StorageLayout>,
-    ) -> Result<()> {
-        if !self.enabled {
-            return Ok(());
-        }
-        for (index, run) in Self::runs_of(batch, layout_of)?.into_iter().enumerate() {
+    ) -> Result<PreparedChanges> {
+        Ok(PreparedChanges(if self.enabled {
+            Self::runs_of(batch, layout_of)?
+        } else {
+            Vec::new()
+        }))
+    }
+
+    /// Records prepared changes: their batch was committed to LMDB (or, for a snapshot taken
+    /// while a flush was postponed, captured by it).
+    pub(crate) fn record(&mut self, prepared: PreparedChanges) {
+        for (index, run) in prepared.0.into_iter().enumerate() {
             if run.is_empty() {
                 continue;
             }
@@ -277,6 +288,17 @@ impl ChangeTracker {
             }
             self.current[index].push(run);
         }
+    }
+
+    /// [`ChangeTracker::prepare`] then [`ChangeTracker::record`].
+    #[cfg(test)]
+    fn record_batch(
+        &mut self,
+        batch: &Overlay,
+        layout_of: impl Fn(usize) -> Option<StorageLayout>,
+    ) -> Result<()> {
+        let prepared = self.prepare(batch, layout_of)?;
+        self.record(prepared);
         Ok(())
     }
 

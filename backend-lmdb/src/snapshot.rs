@@ -201,9 +201,10 @@ impl LmdbBackend {
             // The map is full and other snapshots pin it: keep the buffer on top of LMDB.
             WriteOutcome::Deferred => {
                 let dbs = &inner.dbs;
-                inner
+                let changes = inner
                     .changes
-                    .record_batch(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))?;
+                    .prepare(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))?;
+                inner.changes.record(changes);
                 Some(Arc::new(inner.overlay.clone()))
             }
         };
