@@ -45,6 +45,20 @@ pub trait KeyedStateBackend: Send + Sync {
 
     /// The value of a value/reducing/aggregating state.
     fn get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Hands the value of a value/reducing/aggregating state to `read` as borrowed bytes
+    /// (`None` when absent), so a caller that decodes it needs no copy. The typed layer reads
+    /// through this. Backends may call `read` while holding an internal lock: it must not
+    /// call back into the backend. The default copies through [`KeyedStateBackend::get`].
+    fn get_with(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        namespace: &[u8],
+        read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
+    ) -> Result<()> {
+        let value = self.get(state, key, namespace)?;
+        read(value.as_deref())
+    }
     /// Sets the value of a value/reducing/aggregating state.
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()>;
     /// Clears (key, namespace) of any kind of state.

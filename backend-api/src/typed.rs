@@ -113,6 +113,20 @@ impl<V, N> Bound<V, N> {
     {
         self.common.value_codec.decode(bytes)
     }
+    /// Reads and decodes a value cell, decoding from the backend's bytes without a copy.
+    fn read_value(&self, key: &KeyContext, ns: &[u8]) -> Result<Option<V>>
+    where
+        V: Sized,
+    {
+        let mut value = None;
+        self.backend.get_with(self.id, key, ns, &mut |bytes| {
+            if let Some(bytes) = bytes {
+                value = Some(self.decode(bytes)?);
+            }
+            Ok(())
+        })?;
+        Ok(value)
+    }
     fn keys(&self, namespace: &N) -> Result<Vec<KeyContext>> {
         let ns = self.ns(namespace)?;
         self.backend.keys(self.id, &ns)
@@ -278,10 +292,7 @@ handle_common!(ValueState [V] {});
 impl<V, N> ValueState<V, N> {
     pub fn get_in(&self, key: &KeyContext, namespace: &N) -> Result<Option<V>> {
         let ns = self.inner.ns(namespace)?;
-        match self.inner.backend.get(self.inner.id, key, &ns)? {
-            Some(bytes) => Ok(Some(self.inner.decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.inner.read_value(key, &ns)
     }
     pub fn update_in(&self, key: &KeyContext, namespace: &N, value: &V) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
@@ -619,10 +630,7 @@ impl<V, N> ReducingState<V, N> {
         self.read(key, &ns)
     }
     fn read(&self, key: &KeyContext, ns: &[u8]) -> Result<Option<V>> {
-        match self.inner.backend.get(self.inner.id, key, ns)? {
-            Some(bytes) => Ok(Some(self.inner.decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.inner.read_value(key, ns)
     }
     fn fold_into(&self, key: &KeyContext, ns: &[u8], value: V) -> Result<()> {
         let folded = match self.read(key, ns)? {
@@ -719,10 +727,7 @@ handle_common!(AggregatingState [In, Acc, Out] { function });
 
 impl<In, Acc, Out, N> AggregatingState<In, Acc, Out, N> {
     fn read(&self, key: &KeyContext, ns: &[u8]) -> Result<Option<Acc>> {
-        match self.inner.backend.get(self.inner.id, key, ns)? {
-            Some(bytes) => Ok(Some(self.inner.decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.inner.read_value(key, ns)
     }
     fn write(&self, key: &KeyContext, ns: &[u8], acc: &Acc) -> Result<()> {
         let bytes = self.inner.encode(acc)?;

@@ -547,6 +547,31 @@ impl KeyedStateBackend for HeapBackend {
         }))
     }
 
+    fn get_with(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        namespace: &[u8],
+        read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_owned(key.key_group())?;
+        let tables = inner.bytes(state, StorageLayout::Value, "get")?;
+        // Decoded under the entry's shard lock: no copy of the value.
+        let found = tables
+            .get(key.key_group())
+            .and_then(|t| {
+                t.read(key.key(), namespace, |cell| {
+                    cell.current().map(|v| read(Some(v)))
+                })
+            })
+            .flatten();
+        match found {
+            Some(outcome) => outcome,
+            None => read(None),
+        }
+    }
+
     #[inline]
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()> {
         let inner = &*self.inner;

@@ -1,6 +1,5 @@
 //! [`LmdbBackend`]: keyed state in one LMDB environment, behind a write buffer.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
@@ -560,6 +559,30 @@ impl LmdbBackend {
         layout: StorageLayout,
         operation: &'static str,
     ) -> Result<Option<Vec<u8>>> {
+        self.read_key_with(
+            state,
+            key,
+            namespace,
+            user_key,
+            layout,
+            operation,
+            &mut |v| Ok(v.map(<[u8]>::to_vec)),
+        )
+    }
+
+    /// Reads one key with the write buffer applied and hands `read` the bytes, borrowed from
+    /// LMDB's map or the buffer (under the backend mutex).
+    #[allow(clippy::too_many_arguments)]
+    fn read_key_with<R>(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        namespace: &[u8],
+        user_key: Option<&[u8]>,
+        layout: StorageLayout,
+        operation: &'static str,
+        read: &mut dyn FnMut(Option<&[u8]>) -> Result<R>,
+    ) -> Result<R> {
         self.check_owned(key.key_group())?;
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
@@ -572,7 +595,7 @@ impl LmdbBackend {
         let txn = ensure_reader(&mut inner.reader, &inner.env)?;
         let pending = inner.overlay.get(state, &inner.key_buf);
         let value = read_merged(txn, db.db, pending, &inner.key_buf, self.max_key_size)?;
-        Ok(value.map(Cow::into_owned))
+        read(value.as_deref())
     }
 
     /// Buffers one write to one key (value, list or map entry).
@@ -789,6 +812,24 @@ impl KeyedStateBackend for LmdbBackend {
 
     fn get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Option<Vec<u8>>> {
         self.read_key(state, key, namespace, None, StorageLayout::Value, "get")
+    }
+
+    fn get_with(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        namespace: &[u8],
+        read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
+    ) -> Result<()> {
+        self.read_key_with(
+            state,
+            key,
+            namespace,
+            None,
+            StorageLayout::Value,
+            "get",
+            read,
+        )
     }
 
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()> {

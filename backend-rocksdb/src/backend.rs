@@ -473,6 +473,24 @@ impl KeyedStateBackend for RocksDbBackend {
         self.get_raw(state, "get", StorageLayout::Value, &raw)
     }
 
+    fn get_with(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        namespace: &[u8],
+        read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
+    ) -> Result<()> {
+        self.check_owned(key)?;
+        let raw = keys::value_key(key, namespace);
+        self.with_state(state, "get", Some(StorageLayout::Value), |db, cf, _| {
+            // Decoded straight from RocksDB's pinned block: no copy of the value.
+            let pinned = db
+                .get_pinned_cf_opt(cf, &raw, &self.read_opts)
+                .map_err(engine("reading state"))?;
+            read(pinned.as_deref())
+        })
+    }
+
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()> {
         self.check_owned(key)?;
         let raw = keys::value_key(key, namespace);

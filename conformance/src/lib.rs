@@ -116,6 +116,7 @@ macro_rules! conformance_tests {
             }
             semantics {
                 value_state,
+                get_with_agrees_with_get,
                 empty_encodings_are_present,
                 list_state,
                 map_state,

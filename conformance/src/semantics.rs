@@ -29,6 +29,73 @@ fn set(keys: impl IntoIterator<Item = u64>) -> BTreeSet<u64> {
     keys.into_iter().collect()
 }
 
+/// `get_with` hands its reader exactly what `get` returns (absent, present, empty, per
+/// namespace, after overwrites and removal), calls it once, passes the reader's error on, and
+/// refuses a list state as `get` does.
+pub fn get_with_agrees_with_get<F: StateBackendFactory>(factory: &F) {
+    let backend = full_backend(factory);
+    let state = ValueStateDescriptor::<String>::new("value")
+        .bind(shared(&backend))
+        .unwrap();
+    let id = state.id();
+    let read = |k: &KeyContext, ns: &[u8]| {
+        let mut seen = Vec::new();
+        backend
+            .get_with(id, k, ns, &mut |bytes| {
+                seen.push(bytes.map(<[u8]>::to_vec));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen.len(), 1, "get_with calls its reader exactly once");
+        let got = seen.remove(0);
+        assert_eq!(
+            got,
+            backend.get(id, k, ns).unwrap(),
+            "get_with and get agree"
+        );
+        got
+    };
+    let (a, b) = (key(1), key(2));
+    assert_eq!(read(&a, b""), None);
+    backend.put(id, &a, b"", b"x").unwrap();
+    backend.put(id, &a, b"ns", b"").unwrap();
+    assert_eq!(read(&a, b""), Some(b"x".to_vec()));
+    assert_eq!(
+        read(&a, b"ns"),
+        Some(Vec::new()),
+        "an empty value is present"
+    );
+    assert_eq!(read(&b, b""), None, "another key is untouched");
+    backend.put(id, &a, b"", b"y").unwrap();
+    assert_eq!(
+        read(&a, b""),
+        Some(b"y".to_vec()),
+        "the latest write is read"
+    );
+    backend.remove(id, &a, b"").unwrap();
+    assert_eq!(read(&a, b""), None, "a removed value is absent");
+    assert_eq!(read(&a, b"ns"), Some(Vec::new()), "other namespaces stay");
+    let failed = backend.get_with(id, &a, b"ns", &mut |_| {
+        Err(Error::Config("the reader failed".into()))
+    });
+    assert!(
+        matches!(failed, Err(Error::Config(_))),
+        "the reader's error is returned: {failed:?}"
+    );
+    let list = ListStateDescriptor::<String>::new("list")
+        .bind(shared(&backend))
+        .unwrap();
+    let mut called = false;
+    let refused = backend.get_with(list.id(), &a, b"", &mut |_| {
+        called = true;
+        Ok(())
+    });
+    assert!(
+        refused.is_err() && !called,
+        "a list state is not read as a value"
+    );
+}
+
 /// Value state: absent until updated, overwritten by updates, absent again after clear.
 pub fn value_state<F: StateBackendFactory>(factory: &F) {
     let backend = full_backend(factory);
@@ -863,6 +930,11 @@ pub fn key_group_not_owned<F: StateBackendFactory>(factory: &F) {
         let kg = ctx.key_group().get();
         assert!(!range.contains(ctx.key_group()));
         assert_not_owned(backend.get(v, &ctx, &[]), "get", kg);
+        assert_not_owned(
+            backend.get_with(v, &ctx, &[], &mut |_| Ok(())),
+            "get_with",
+            kg,
+        );
         assert_not_owned(backend.put(v, &ctx, &[], b"x"), "put", kg);
         assert_not_owned(backend.remove(v, &ctx, &[]), "remove", kg);
         assert_not_owned(backend.list_get(l, &ctx, &[]), "list_get", kg);
