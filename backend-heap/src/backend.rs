@@ -536,15 +536,12 @@ impl KeyedStateBackend for HeapBackend {
 
     #[inline]
     fn get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Option<Vec<u8>>> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::Value, "get")?;
-        Ok(tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |cell| {
-                cell.current().map(<[u8]>::to_vec)
-            })
-            .flatten()
-        }))
+        let mut value = None;
+        self.get_with(state, key, namespace, &mut |bytes| {
+            value = bytes.map(<[u8]>::to_vec);
+            Ok(())
+        })?;
+        Ok(value)
     }
 
     fn get_with(

@@ -172,11 +172,7 @@ impl Inner {
     ) -> Result<WriteOutcome> {
         while !self.overlay.is_empty() {
             let batch = self.overlay.split_front(config.transaction_bytes());
-            let dbs = &self.dbs;
-            let changes = match self
-                .changes
-                .prepare(&batch, |index| dbs.get(index).map(|db| db.layout))
-            {
+            let changes = match self.changes.prepare(&batch, layouts(&self.dbs)) {
                 Ok(changes) => changes,
                 Err(e) => {
                     self.overlay.merge_back(batch);
@@ -260,6 +256,12 @@ impl Inner {
             }
         }
     }
+}
+
+/// The layout of each state with a database, by state index (what change tracking needs to
+/// find a map entry's `(key, namespace)` prefix).
+pub(crate) fn layouts(dbs: &[StateDb]) -> impl Fn(usize) -> Option<StorageLayout> + '_ {
+    |index| dbs.get(index).map(|db| db.layout)
 }
 
 /// The name of the LMDB database holding state `id` (databases use LMDB's default flags and
@@ -490,10 +492,9 @@ impl LmdbBackend {
     /// checkpoint (what the next delta would carry).
     pub fn outstanding_changes(&self) -> Result<usize> {
         let inner = self.inner.lock();
-        let dbs = &inner.dbs;
         inner
             .changes
-            .outstanding(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))
+            .outstanding(&inner.overlay, layouts(&inner.dbs))
     }
 
     /// The chain of incremental checkpoints.

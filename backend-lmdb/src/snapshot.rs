@@ -15,7 +15,7 @@ use flowstate_api::{
 use heed::{Env, RoTxn, WithoutTls};
 use parking_lot::Mutex;
 
-use crate::backend::{Inner, LmdbBackend, StateDb, WriteOutcome};
+use crate::backend::{layouts, Inner, LmdbBackend, StateDb, WriteOutcome};
 use crate::changes::ChangeSet;
 use crate::error::LmdbError;
 use crate::keys::decode_key;
@@ -200,10 +200,7 @@ impl LmdbBackend {
             WriteOutcome::Committed => None,
             // The map is full and other snapshots pin it: keep the buffer on top of LMDB.
             WriteOutcome::Deferred => {
-                let dbs = &inner.dbs;
-                let changes = inner
-                    .changes
-                    .prepare(&inner.overlay, |index| dbs.get(index).map(|db| db.layout))?;
+                let changes = inner.changes.prepare(&inner.overlay, layouts(&inner.dbs))?;
                 inner.changes.record(changes);
                 Some(Arc::new(inner.overlay.clone()))
             }

@@ -369,11 +369,23 @@ impl RocksDbBackend {
         layout: StorageLayout,
         raw: &[u8],
     ) -> Result<Option<Vec<u8>>> {
+        self.read_raw(state, op, layout, raw, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+
+    /// Hands `read` the stored bytes of `raw`, borrowed from RocksDB's pinned block.
+    fn read_raw<R>(
+        &self,
+        state: StateId,
+        op: &'static str,
+        layout: StorageLayout,
+        raw: &[u8],
+        read: impl FnOnce(Option<&[u8]>) -> Result<R>,
+    ) -> Result<R> {
         self.with_state(state, op, Some(layout), |db, cf, _| {
-            Ok(db
+            let pinned = db
                 .get_pinned_cf_opt(cf, raw, &self.read_opts)
-                .map_err(engine("reading state"))?
-                .map(|v| v.to_vec()))
+                .map_err(engine("reading state"))?;
+            read(pinned.as_deref())
         })
     }
 
@@ -482,13 +494,8 @@ impl KeyedStateBackend for RocksDbBackend {
     ) -> Result<()> {
         self.check_owned(key)?;
         let raw = keys::value_key(key, namespace);
-        self.with_state(state, "get", Some(StorageLayout::Value), |db, cf, _| {
-            // Decoded straight from RocksDB's pinned block: no copy of the value.
-            let pinned = db
-                .get_pinned_cf_opt(cf, &raw, &self.read_opts)
-                .map_err(engine("reading state"))?;
-            read(pinned.as_deref())
-        })
+        // Decoded straight from RocksDB's pinned block: no copy of the value.
+        self.read_raw(state, "get", StorageLayout::Value, &raw, read)
     }
 
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()> {
