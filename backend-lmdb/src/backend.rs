@@ -550,31 +550,10 @@ impl LmdbBackend {
         }
     }
 
-    /// Reads one key (value, list or map entry) with the write buffer applied.
-    fn read_key(
-        &self,
-        state: StateId,
-        key: &KeyContext,
-        namespace: &[u8],
-        user_key: Option<&[u8]>,
-        layout: StorageLayout,
-        operation: &'static str,
-    ) -> Result<Option<Vec<u8>>> {
-        self.read_key_with(
-            state,
-            key,
-            namespace,
-            user_key,
-            layout,
-            operation,
-            &mut |v| Ok(v.map(<[u8]>::to_vec)),
-        )
-    }
-
-    /// Reads one key with the write buffer applied and hands `read` the bytes, borrowed from
-    /// LMDB's map or the buffer (under the backend mutex).
+    /// Reads one key (value, list or map entry) with the write buffer applied and hands
+    /// `read` the bytes, borrowed from LMDB's map or the buffer (under the backend mutex).
     #[allow(clippy::too_many_arguments)]
-    fn read_key_with<R>(
+    fn read_key<R>(
         &self,
         state: StateId,
         key: &KeyContext,
@@ -812,7 +791,15 @@ impl KeyedStateBackend for LmdbBackend {
     }
 
     fn get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read_key(state, key, namespace, None, StorageLayout::Value, "get")
+        self.read_key(
+            state,
+            key,
+            namespace,
+            None,
+            StorageLayout::Value,
+            "get",
+            &mut |v| Ok(v.map(<[u8]>::to_vec)),
+        )
     }
 
     fn get_with(
@@ -822,7 +809,7 @@ impl KeyedStateBackend for LmdbBackend {
         namespace: &[u8],
         read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
     ) -> Result<()> {
-        self.read_key_with(
+        self.read_key(
             state,
             key,
             namespace,
@@ -860,10 +847,15 @@ impl KeyedStateBackend for LmdbBackend {
     }
 
     fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
-        match self.read_key(state, key, namespace, None, StorageLayout::List, "list_get")? {
-            Some(bytes) => list_encoding::decode(&bytes),
-            None => Ok(Vec::new()),
-        }
+        self.read_key(
+            state,
+            key,
+            namespace,
+            None,
+            StorageLayout::List,
+            "list_get",
+            &mut |bytes| bytes.map_or(Ok(Vec::new()), list_encoding::decode),
+        )
     }
 
     fn list_append(
@@ -931,6 +923,7 @@ impl KeyedStateBackend for LmdbBackend {
             Some(user_key),
             StorageLayout::Map,
             "map_get",
+            &mut |v| Ok(v.map(<[u8]>::to_vec)),
         )
     }
 
