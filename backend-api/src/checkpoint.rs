@@ -263,6 +263,22 @@ impl CheckpointStorage {
         Ok(Self::new(Arc::new(fs), Path::default()))
     }
 
+    /// From what a user types: a URL (`file://`, `memory://`, `s3://`, and `gs://` or
+    /// `az://` when those features are on) or a local directory path (relative to the current
+    /// directory; created if missing).
+    pub fn open(location: &str) -> Result<Self> {
+        if location.contains("://") {
+            return Self::from_url(location, Vec::<(String, String)>::new());
+        }
+        if location.trim().is_empty() {
+            return Err(Error::InvalidStorageUrl {
+                url: location.to_string(),
+                reason: "it is empty: give a directory or a URL such as s3://bucket/prefix".into(),
+            });
+        }
+        Self::local(location)
+    }
+
     /// In memory: for tests and benchmarks.
     pub fn in_memory() -> Self {
         Self::new(Arc::new(InMemory::new()), Path::default())
@@ -294,9 +310,17 @@ impl CheckpointStorage {
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_string(), v.into()))
             .collect();
-        if parsed.scheme() == "s3" || parsed.scheme() == "s3a" {
+        // Each cloud store reads its standard environment variables, as its own CLI does;
+        // options given explicitly win.
+        let env_prefix = match parsed.scheme() {
+            "s3" | "s3a" => Some("AWS_"),
+            "gs" => Some("GOOGLE_"),
+            "az" | "adl" | "azure" | "abfs" | "abfss" => Some("AZURE_"),
+            _ => None,
+        };
+        if let Some(prefix) = env_prefix {
             for (key, value) in std::env::vars() {
-                if key.starts_with("AWS_") {
+                if key.starts_with(prefix) {
                     let key = key.to_ascii_lowercase();
                     if !opts.iter().any(|(k, _)| *k == key) {
                         opts.push((key, value));

@@ -215,6 +215,11 @@ impl CheckpointLifecycle {
         id
     }
 
+    /// The id the next [`begin`](CheckpointLifecycle::begin) returns.
+    pub fn next_id(&self) -> CheckpointId {
+        self.next_id
+    }
+
     pub fn pending(&self) -> Vec<CheckpointId> {
         self.pending.iter().copied().collect()
     }
