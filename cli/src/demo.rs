@@ -11,27 +11,30 @@
 //! restore the checkpoint at parallelism 3 (replaying from the restored offsets), checkpoint,
 //! restore at parallelism 1, finish, and compare every count with the reference. A count off by
 //! one record means state was lost or counted twice: the demo exits non-zero.
+//!
+//! The checkpoint sequence is `flowstate-runtime`'s, as an engine would drive it: subtasks
+//! created or restored by the runtime on a backend chosen by [`BackendConfig`], and one
+//! [`CheckpointCoordinator`] per run of the job (a restart at another parallelism opens a new
+//! one on the same storage) which triggers checkpoints, takes the subtasks' acknowledgements,
+//! publishes the manifests and applies retention.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flowstate_api::key_groups::{key_group_range_for_operator, operator_index_for_key_group};
-use flowstate_api::lifecycle::{CheckpointLifecycle, RetentionPolicy};
-use flowstate_api::operator::{
-    restore_operator_state, write_operator_state, BroadcastState, OperatorListState,
-    OperatorStateStore, Redistribution,
-};
-use flowstate_api::typed::ValueState;
-use flowstate_api::typed::ValueStateDescriptor;
+use flowstate_api::key_groups::operator_index_for_key_group;
+use flowstate_api::lifecycle::RetentionPolicy;
+use flowstate_api::operator::{BroadcastState, OperatorListState, Redistribution};
+use flowstate_api::typed::{ValueState, ValueStateDescriptor};
 use flowstate_api::{
-    CheckpointManifest, CheckpointStorage, KeyContext, KeyedStateBackend, MaxParallelism,
-    Parallelism, SerdeCodec, SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory,
-    SubtaskStateHandle,
+    CheckpointId, CheckpointStorage, KeyContext, MaxParallelism, Parallelism, SerdeCodec,
+    SnapshotKind,
 };
-use flowstate_heap::{HeapBackend, HeapBackendFactory};
+use flowstate_runtime::{
+    create_subtask, restore_subtask, BackendConfig, CheckpointCoordinator, CoordinatorConfig,
+    DynStateBackendFactory, Outcome, Subtask,
+};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -83,29 +86,24 @@ fn weight_at(round: u64, kind: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One parallel instance: source reader + keyed counter, with its keyed backend and its
-/// operator state store.
-struct Subtask {
-    index: u32,
-    backend: Arc<HeapBackend>,
-    operator: Arc<OperatorStateStore>,
+/// One parallel instance: source reader + keyed counter. The runtime's [`Subtask`] holds its
+/// keyed backend and its operator state store; the state handles are bound to them.
+struct Instance {
+    subtask: Subtask,
     counts: ValueState<u64>,
     offsets: OperatorListState<(u32, u64)>,
     weights: BroadcastState<String, u64>,
 }
 
-impl Subtask {
-    fn new(index: u32, backend: HeapBackend, operator: OperatorStateStore) -> Result<Self> {
-        let backend = Arc::new(backend);
-        let operator = Arc::new(operator);
-        let shared: Arc<dyn KeyedStateBackend> = backend.clone();
+impl Instance {
+    fn new(subtask: Subtask) -> Result<Self> {
         Ok(Self {
-            index,
-            counts: ValueStateDescriptor::<u64>::new("count").bind(shared)?,
-            offsets: operator.list_state("partition-offsets", Redistribution::EvenSplit)?,
-            weights: operator.broadcast_state("weights")?,
-            backend,
-            operator,
+            counts: ValueStateDescriptor::<u64>::new("count").bind(subtask.keyed())?,
+            offsets: subtask
+                .operator
+                .list_state("partition-offsets", Redistribution::EvenSplit)?,
+            weights: subtask.operator.broadcast_state("weights")?,
+            subtask,
         })
     }
 }
@@ -114,37 +112,96 @@ struct Job {
     max: MaxParallelism,
     key_codec: SerdeCodec<String>,
     args: DemoArgs,
-    lifecycle: CheckpointLifecycle,
-    factory: HeapBackendFactory,
+    storage: CheckpointStorage,
+    factory: Box<dyn DynStateBackendFactory>,
 }
 
 impl Job {
-    fn describe(&self, subtasks: &[Subtask]) -> Result<()> {
-        for s in subtasks {
+    /// The checkpoint coordinator of one run of the job at `parallelism`. Its parallelism is
+    /// fixed, so every (re)start opens a new one on the job's storage; checkpoint ids continue
+    /// from the highest the storage holds.
+    async fn coordinator(&self, parallelism: Parallelism) -> Result<CheckpointCoordinator> {
+        let config = CoordinatorConfig {
+            retention: RetentionPolicy {
+                retained_checkpoints: 2,
+            },
+            ..CoordinatorConfig::new(self.max, parallelism)
+        };
+        Ok(CheckpointCoordinator::open(self.storage.clone(), config).await?)
+    }
+
+    /// New, empty instances at `parallelism`, sources not yet assigned.
+    fn create(&self, parallelism: Parallelism) -> Result<Vec<Instance>> {
+        (0..parallelism.get())
+            .map(|index| {
+                Instance::new(create_subtask(
+                    self.factory.as_ref(),
+                    self.max,
+                    parallelism,
+                    index,
+                )?)
+            })
+            .collect()
+    }
+
+    /// A restart at `parallelism`: opens the run's coordinator and restores its latest
+    /// checkpoint (which must be `expected`, the last one this demo took) into new instances.
+    async fn restart(
+        &self,
+        parallelism: u32,
+        expected: CheckpointId,
+    ) -> Result<(CheckpointCoordinator, Vec<Instance>)> {
+        let parallelism = Parallelism::new(parallelism)?;
+        let coordinator = self.coordinator(parallelism).await?;
+        let latest = coordinator
+            .latest()
+            .context("the checkpoint storage holds no completed checkpoint to restore")?;
+        if latest.checkpoint_id != expected {
+            bail!(
+                "the latest checkpoint is {}, not {expected} which the demo took last",
+                latest.checkpoint_id
+            );
+        }
+        let mut instances = Vec::new();
+        for index in 0..parallelism.get() {
+            let subtask = restore_subtask(
+                self.factory.as_ref(),
+                &self.storage,
+                latest,
+                parallelism,
+                index,
+            )
+            .await?;
+            instances.push(Instance::new(subtask)?);
+        }
+        Ok((coordinator, instances))
+    }
+
+    fn describe(&self, instances: &[Instance]) -> Result<()> {
+        for s in instances {
             let mut partitions: Vec<u32> = s.offsets.get()?.into_iter().map(|(p, _)| p).collect();
             partitions.sort();
             println!(
                 "    subtask {} owns key groups {} and partitions {:?}",
-                s.index,
-                s.backend.key_group_range(),
+                s.subtask.index,
+                s.subtask.key_group_range(),
                 partitions
             );
         }
         Ok(())
     }
 
-    /// Runs rounds `[from, to)` on every subtask.
-    fn run_rounds(&self, subtasks: &[Subtask], from: u64, to: u64) -> Result<u64> {
-        let parallelism = Parallelism::new(subtasks.len() as u32)?;
+    /// Runs rounds `[from, to)` on every instance.
+    fn run_rounds(&self, instances: &[Instance], from: u64, to: u64) -> Result<u64> {
+        let parallelism = Parallelism::new(instances.len() as u32)?;
         let mut processed = 0;
         for round in from..to {
-            for (r, kind, weight) in RULES.iter().filter(|(r, _, _)| *r == round) {
-                let _ = r;
-                for s in subtasks {
+            for (_, kind, weight) in RULES.iter().filter(|(r, _, _)| *r == round) {
+                for s in instances {
                     s.weights.put(&kind.to_string(), weight)?;
                 }
             }
-            for source in subtasks {
+            for source in instances {
                 let mut offsets = source.offsets.get()?;
                 for (partition, next) in offsets.iter_mut() {
                     let end = (round + 1) * self.args.batch;
@@ -158,7 +215,7 @@ impl Job {
                         let ctx = KeyContext::for_key(&self.key_codec, &key, self.max)?;
                         let target =
                             operator_index_for_key_group(self.max, parallelism, ctx.key_group());
-                        let counter = &subtasks[target as usize];
+                        let counter = &instances[target as usize];
                         let weight = counter.weights.get(&kind.to_string())?.unwrap_or(0);
                         let count = counter.counts.get(&ctx)?.unwrap_or(0);
                         counter.counts.update(&ctx, &(count + weight))?;
@@ -172,91 +229,62 @@ impl Job {
         Ok(processed)
     }
 
-    /// An aligned checkpoint of every subtask (rounds are barriers): synchronous snapshots,
-    /// then uploads, then the manifest through the lifecycle, then completion notices.
-    async fn checkpoint(&mut self, subtasks: &[Subtask]) -> Result<CheckpointManifest> {
-        let id = self.lifecycle.begin();
-        let captured = subtasks
-            .iter()
-            .map(|s| {
-                let job = s.backend.snapshot(&SnapshotRequest {
-                    checkpoint_id: id,
-                    subtask_index: s.index,
-                    kind: SnapshotKind::Incremental,
-                })?;
-                Ok((
-                    s.index,
-                    s.backend.key_group_range(),
-                    job,
-                    s.operator.snapshot(),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let storage = self.lifecycle.storage().clone();
-        let mut handles = Vec::new();
-        for (index, range, job, operator) in captured {
-            let keyed = job.run(storage.clone()).await?;
-            let operator = write_operator_state(&storage, id, index, &operator).await?;
-            handles.push(SubtaskStateHandle {
-                subtask_index: index,
-                key_group_range: range,
-                keyed: Some(keyed),
-                operator: Some(operator),
-            });
-        }
-        let parallelism = Parallelism::new(subtasks.len() as u32)?;
-        let manifest = CheckpointManifest::new(id, self.max, parallelism, handles);
-        let known: std::collections::BTreeSet<String> =
-            self.lifecycle.registry().files.keys().cloned().collect();
-        self.lifecycle.complete(manifest.clone()).await?;
-        for s in subtasks {
-            s.backend.notify_checkpoint_complete(id)?;
-        }
-        let files = manifest.files();
-        let total: u64 = files.iter().map(|f| f.size).sum();
-        let uploaded: u64 = files
-            .iter()
-            .filter(|f| !f.shared || !known.contains(&f.path))
-            .map(|f| f.size)
-            .sum();
-        println!(
-            "  checkpoint {id}: {} subtasks, {total} bytes referenced, {uploaded} bytes uploaded, retained {:?}",
-            subtasks.len(),
-            self.lifecycle.completed()
-        );
-        Ok(manifest)
-    }
-
-    /// Restores `manifest` at `parallelism` new subtasks.
-    async fn restore(
+    /// An aligned checkpoint of every instance (rounds are barriers): the coordinator triggers
+    /// it, every subtask captures its state synchronously, the uploads run as tasks and their
+    /// acknowledgements go to the coordinator, which publishes the manifest; every subtask is
+    /// told the verdict.
+    async fn checkpoint(
         &self,
-        manifest: &CheckpointManifest,
-        parallelism: u32,
-    ) -> Result<Vec<Subtask>> {
-        let parallelism = Parallelism::new(parallelism)?;
-        self.max.check(parallelism)?;
-        let storage = self.lifecycle.storage();
-        let handles = manifest.keyed_handles();
-        let mut out = Vec::new();
-        for index in 0..parallelism.get() {
-            let range = key_group_range_for_operator(self.max, parallelism, index)?;
-            let backend = self
-                .factory
-                .restore(self.max, range, storage, &handles)
-                .await?;
-            let operator =
-                restore_operator_state(storage, &manifest.operator_files(), index, parallelism)
-                    .await?;
-            out.push(Subtask::new(index, backend, operator)?);
+        coordinator: &mut CheckpointCoordinator,
+        instances: &[Instance],
+    ) -> Result<CheckpointId> {
+        let id = coordinator.trigger();
+        let captured = instances
+            .iter()
+            .map(|s| s.subtask.capture(id, SnapshotKind::Incremental))
+            .collect::<Result<Vec<_>, _>>()?;
+        let uploads: Vec<_> = captured
+            .into_iter()
+            .map(|c| tokio::spawn(c.upload(self.storage.clone())))
+            .collect();
+        let mut outcomes = Vec::new();
+        for upload in uploads {
+            let ack = upload.await.context("a checkpoint upload task failed")??;
+            outcomes.extend(coordinator.acknowledge(ack).await?);
         }
-        Ok(out)
+        for outcome in &outcomes {
+            for s in instances {
+                s.subtask.notify(outcome.notice())?;
+            }
+        }
+        let completed = match outcomes.as_slice() {
+            [Outcome::Completed(completed)] if completed.manifest.checkpoint_id == id => completed,
+            _ => {
+                let verdicts: Vec<String> = outcomes
+                    .iter()
+                    .map(|o| match o {
+                        Outcome::Completed(c) => format!("{} completed", c.manifest.checkpoint_id),
+                        Outcome::Aborted { id, reason } => format!("{id} aborted: {reason}"),
+                    })
+                    .collect();
+                bail!("checkpoint {id} did not complete once every subtask acknowledged it: {verdicts:?}");
+            }
+        };
+        println!(
+            "  checkpoint {id}: {} subtasks, {} bytes referenced, {} bytes uploaded, retained {:?}",
+            instances.len(),
+            completed.bytes_total(),
+            completed.bytes_uploaded,
+            coordinator.completed()
+        );
+        Ok(id)
     }
 }
 
 /// The round the restored sources resume at (all partitions advance together).
-fn resume_round(subtasks: &[Subtask], batch: u64) -> Result<u64> {
+fn resume_round(instances: &[Instance], batch: u64) -> Result<u64> {
     let mut rounds = Vec::new();
-    for s in subtasks {
+    for s in instances {
         rounds.extend(s.offsets.get()?.into_iter().map(|(_, o)| o / batch));
     }
     rounds.sort();
@@ -280,70 +308,52 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     println!("flowstate demo: {} partitions x {} records per round, {} keys, max parallelism {max}, checkpoints in {storage:?}",
         args.partitions, args.batch, args.keys);
-    let lifecycle = CheckpointLifecycle::open(
-        storage,
-        RetentionPolicy {
-            retained_checkpoints: 2,
-        },
-    )
-    .await?;
-    let mut job = Job {
+    let job = Job {
         max,
         key_codec: SerdeCodec::new(),
-        lifecycle,
-        factory: HeapBackendFactory::default(),
+        storage,
+        factory: BackendConfig::Heap.build()?,
         args,
     };
 
     // Phase 1: parallelism 2, partitions dealt round-robin.
     let two = Parallelism::new(2)?;
-    let mut subtasks = Vec::new();
-    for index in 0..2 {
-        let range = key_group_range_for_operator(max, two, index)?;
-        let s = Subtask::new(
-            index,
-            job.factory.create(max, range)?,
-            OperatorStateStore::new(),
-        )?;
+    let mut coordinator = job.coordinator(two).await?;
+    let instances = job.create(two)?;
+    for s in &instances {
         let owned: Vec<(u32, u64)> = (0..job.args.partitions)
-            .filter(|p| p % 2 == index)
+            .filter(|p| p % 2 == s.subtask.index)
             .map(|p| (p, 0))
             .collect();
         s.offsets.update(&owned)?;
-        subtasks.push(s);
     }
     println!("\nphase 1: parallelism 2");
-    job.describe(&subtasks)?;
-    job.run_rounds(&subtasks, 0, 5)?;
-    let first = job.checkpoint(&subtasks).await?;
-    job.run_rounds(&subtasks, 5, 7)?;
+    job.describe(&instances)?;
+    job.run_rounds(&instances, 0, 5)?;
+    let first = job.checkpoint(&mut coordinator, &instances).await?;
+    job.run_rounds(&instances, 5, 7)?;
     println!("  processed rounds 5..7 after the checkpoint, then the job fails: that work is lost and replayed");
-    drop(subtasks);
+    drop((coordinator, instances));
 
-    // Phase 2: restore the checkpoint at parallelism 3 and replay from the restored offsets.
-    let mut subtasks = job.restore(&first, 3).await?;
-    let round = resume_round(&subtasks, job.args.batch)?;
-    println!(
-        "\nphase 2: restored checkpoint {} at parallelism 3, resuming at round {round}",
-        first.checkpoint_id
-    );
-    job.describe(&subtasks)?;
-    job.run_rounds(&subtasks, round, 10)?;
-    job.checkpoint(&subtasks).await?;
-    job.run_rounds(&subtasks, 10, 11)?;
-    let second = job.checkpoint(&subtasks).await?;
+    // Phase 2: restart at parallelism 3 from the checkpoint and replay from the restored offsets.
+    let (mut coordinator, instances) = job.restart(3, first).await?;
+    let round = resume_round(&instances, job.args.batch)?;
+    println!("\nphase 2: restored checkpoint {first} at parallelism 3, resuming at round {round}");
+    job.describe(&instances)?;
+    job.run_rounds(&instances, round, 10)?;
+    job.checkpoint(&mut coordinator, &instances).await?;
+    job.run_rounds(&instances, 10, 11)?;
+    let second = job.checkpoint(&mut coordinator, &instances).await?;
+    drop((coordinator, instances));
 
     // Phase 3: rescale to 1.
-    subtasks = job.restore(&second, 1).await?;
-    let round = resume_round(&subtasks, job.args.batch)?;
-    println!(
-        "\nphase 3: restored checkpoint {} at parallelism 1, resuming at round {round}",
-        second.checkpoint_id
-    );
-    job.describe(&subtasks)?;
+    let (mut coordinator, instances) = job.restart(1, second).await?;
+    let round = resume_round(&instances, job.args.batch)?;
+    println!("\nphase 3: restored checkpoint {second} at parallelism 1, resuming at round {round}");
+    job.describe(&instances)?;
     const FINAL_ROUND: u64 = 13;
-    job.run_rounds(&subtasks, round, FINAL_ROUND)?;
-    job.checkpoint(&subtasks).await?;
+    job.run_rounds(&instances, round, FINAL_ROUND)?;
+    job.checkpoint(&mut coordinator, &instances).await?;
 
     // The reference: every record of rounds [0, FINAL_ROUND) exactly once, single-threaded.
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -353,7 +363,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             *expected.entry(key).or_default() += weight_at(offset / job.args.batch, kind);
         }
     }
-    let only = &subtasks[0];
+    let only = &instances[0];
     let mut actual: BTreeMap<String, u64> = BTreeMap::new();
     for ctx in only.counts.keys()? {
         let key: String = ctx.decode_key(&job.key_codec)?;

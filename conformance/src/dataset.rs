@@ -448,7 +448,7 @@ impl<B: StateBackend + 'static> Job<B> {
             .ok_or_else(|| flowstate_api::Error::Config("a job needs a subtask".into()))?;
         let states = subtasks
             .iter()
-            .map(|s| AllStates::bind(s.shared()))
+            .map(|s| AllStates::bind(s.keyed()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             max,

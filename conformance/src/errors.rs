@@ -165,13 +165,13 @@ pub fn state_kind_mismatch<F: StateBackendFactory>(factory: &F) {
         assert_kind_mismatch(
             ValueStateDescriptor::<String>::new("dataset-map")
                 .with_namespace::<Ns>()
-                .bind(s.shared()),
+                .bind(s.keyed()),
             "dataset-map",
             StateKind::Map,
             StateKind::Value,
         );
         assert!(
-            map_descriptor().bind(s.shared()).is_ok(),
+            map_descriptor().bind(s.keyed()).is_ok(),
             "the right kind still binds"
         );
     }
@@ -229,15 +229,15 @@ pub fn state_codec_mismatch<F: StateBackendFactory>(factory: &F) {
     // After a restore, at another parallelism.
     let storage = CheckpointStorage::in_memory();
     let subtasks = create_operator(factory, max_parallelism(), parallelism(1)).unwrap();
-    let state = v1.bind(subtasks[0].shared()).unwrap();
+    let state = v1.bind(subtasks[0].keyed()).unwrap();
     for k in 0..300 {
         state.update(&key(k), &(k * 3)).unwrap();
     }
     let manifest = checkpoint(&subtasks, &storage, CheckpointId(1), SnapshotKind::Full).unwrap();
     let restored = restore_operator(factory, &storage, &manifest, parallelism(2)).unwrap();
     for s in &restored {
-        assert_codec_mismatch(v2.bind(s.shared()), "value", "count/v1", "count/v2");
-        let state = v1.bind(s.shared()).unwrap();
+        assert_codec_mismatch(v2.bind(s.keyed()), "value", "count/v1", "count/v2");
+        let state = v1.bind(s.keyed()).unwrap();
         let range = s.backend.key_group_range();
         for k in (0..300).filter(|k| range.contains(key(*k).key_group())) {
             assert_eq!(state.get(&key(k)).unwrap(), Some(k * 3));

@@ -7,18 +7,22 @@
 //! synchronous part of every subtask first (as at a barrier), then runs the uploads, then
 //! writes the manifest; a restore builds every new subtask from a manifest at any
 //! parallelism, keyed state by key-group range and operator state by the redistribution rules.
+//!
+//! The sequence itself is `flowstate-runtime`'s ([`Subtask::capture`],
+//! [`CapturedSubtask::upload`], [`Subtask::notify`], restores): the suite holds backends to
+//! the contract through the same code engines use. The runtime is used without backends (no
+//! cargo features), so this crate still depends on no storage engine.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use flowstate_api::key_groups::key_group_range_for_operator;
 use flowstate_api::lifecycle::CheckpointLifecycle;
-use flowstate_api::operator::{restore_operator_state, write_operator_state};
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, KeyedStateBackend, MaxParallelism,
-    OperatorStateSnapshot, OperatorStateStore, Parallelism, Result, SnapshotJob, SnapshotKind,
-    SnapshotRequest, StateBackend, StateBackendFactory, SubtaskStateHandle,
+    CheckpointId, CheckpointManifest, CheckpointStorage, MaxParallelism, OperatorStateStore,
+    Parallelism, Result, SnapshotKind, StateBackend, StateBackendFactory,
 };
+use flowstate_runtime::{create_subtask_typed, restore_subtask_typed, CheckpointNotice};
+pub use flowstate_runtime::{CapturedSubtask, Subtask};
 
 /// Runs a future to completion on a fresh current-thread runtime.
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -29,19 +33,15 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-/// One subtask of an operator under test.
-pub struct Subtask<B> {
-    pub index: u32,
-    pub backend: Arc<B>,
-    /// The subtask's operator list and broadcast state.
-    pub operator: Arc<OperatorStateStore>,
-}
-
-impl<B: StateBackend + 'static> Subtask<B> {
-    /// The backend as typed state handles take it.
-    pub fn shared(&self) -> Arc<dyn KeyedStateBackend> {
-        self.backend.clone()
-    }
+/// A subtask over an existing backend (with empty operator state), for cases that build
+/// their backend themselves.
+pub fn subtask_of<B: StateBackend + 'static>(index: u32, backend: Arc<B>) -> Subtask<B> {
+    Subtask::new(
+        index,
+        backend,
+        Arc::new(OperatorStateStore::new()),
+        "under-test",
+    )
 }
 
 /// Creates the `parallelism` empty subtasks of an operator.
@@ -51,22 +51,8 @@ pub fn create_operator<F: StateBackendFactory>(
     parallelism: Parallelism,
 ) -> Result<Vec<Subtask<F::Backend>>> {
     (0..parallelism.get())
-        .map(|index| {
-            let range = key_group_range_for_operator(max, parallelism, index)?;
-            Ok(Subtask {
-                index,
-                backend: Arc::new(factory.create(max, range)?),
-                operator: Arc::new(OperatorStateStore::new()),
-            })
-        })
+        .map(|index| create_subtask_typed(factory, max, parallelism, index))
         .collect()
-}
-
-/// The synchronous part of a checkpoint of one subtask: what its barrier captured.
-pub struct CapturedSubtask {
-    pub subtask_index: u32,
-    keyed: Box<dyn SnapshotJob>,
-    operator: OperatorStateSnapshot,
 }
 
 /// Takes the synchronous part of a checkpoint of every subtask (keyed snapshot job and a copy
@@ -77,21 +63,7 @@ pub fn capture<B: StateBackend + 'static>(
     id: CheckpointId,
     kind: SnapshotKind,
 ) -> Result<Vec<CapturedSubtask>> {
-    subtasks
-        .iter()
-        .map(|s| {
-            let keyed = s.backend.snapshot(&SnapshotRequest {
-                checkpoint_id: id,
-                subtask_index: s.index,
-                kind,
-            })?;
-            Ok(CapturedSubtask {
-                subtask_index: s.index,
-                keyed,
-                operator: s.operator.snapshot(),
-            })
-        })
-        .collect()
+    subtasks.iter().map(|s| s.capture(id, kind)).collect()
 }
 
 /// The asynchronous part: runs every captured subtask's upload and returns the manifest of
@@ -107,44 +79,27 @@ pub fn upload<B: StateBackend + 'static>(
         .first()
         .ok_or_else(|| flowstate_api::Error::Config("no subtasks to checkpoint".into()))?;
     let max = first.backend.max_parallelism();
-    let handles = block_on(async {
-        let mut out = Vec::new();
+    let acks = block_on(async {
+        let mut acks = Vec::new();
         for c in captured {
-            let keyed = c.keyed.run(storage.clone()).await?;
-            let operator = if c.operator.is_empty() {
-                None
-            } else {
-                Some(write_operator_state(storage, id, c.subtask_index, &c.operator).await?)
-            };
-            out.push((c.subtask_index, keyed, operator));
+            acks.push(c.upload(storage.clone()).await?);
         }
-        Ok::<_, flowstate_api::Error>(out)
+        Ok::<_, flowstate_api::Error>(acks)
     })?;
-    let subtask_handles = handles
-        .into_iter()
-        .map(|(index, keyed, operator)| {
-            let range = subtasks
-                .iter()
-                .find(|s| s.index == index)
-                .map(|s| s.backend.key_group_range())
-                .ok_or_else(|| {
-                    flowstate_api::Error::Config(format!("no subtask with index {index}"))
-                })?;
-            Ok(SubtaskStateHandle {
-                subtask_index: index,
-                key_group_range: range,
-                keyed: Some(keyed),
-                operator,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
     let parallelism = Parallelism::new(subtasks.len() as u32)?;
     Ok(CheckpointManifest::new(
         id,
         max,
         parallelism,
-        subtask_handles,
+        acks.into_iter().map(|ack| ack.state).collect(),
     ))
+}
+
+fn notify_all<B: StateBackend + 'static>(
+    subtasks: &[Subtask<B>],
+    notice: CheckpointNotice,
+) -> Result<()> {
+    subtasks.iter().try_for_each(|s| s.notify(notice))
 }
 
 /// Writes the manifest (the checkpoint becomes visible) and confirms completion to every
@@ -155,11 +110,10 @@ pub fn publish<B: StateBackend + 'static>(
     manifest: &CheckpointManifest,
 ) -> Result<()> {
     block_on(storage.write_manifest(manifest))?;
-    for s in subtasks {
-        s.backend
-            .notify_checkpoint_complete(manifest.checkpoint_id)?;
-    }
-    Ok(())
+    notify_all(
+        subtasks,
+        CheckpointNotice::Completed(manifest.checkpoint_id),
+    )
 }
 
 /// Checkpoints every subtask (synchronous parts first, as at a barrier, then the uploads) and
@@ -171,9 +125,7 @@ pub fn checkpoint<B: StateBackend + 'static>(
     kind: SnapshotKind,
 ) -> Result<CheckpointManifest> {
     let manifest = checkpoint_pending(subtasks, storage, id, kind)?;
-    for s in subtasks {
-        s.backend.notify_checkpoint_complete(id)?;
-    }
+    notify_all(subtasks, CheckpointNotice::Completed(id))?;
     Ok(manifest)
 }
 
@@ -201,10 +153,7 @@ pub fn checkpoint_aborted<B: StateBackend + 'static>(
 ) -> Result<()> {
     let captured = capture(subtasks, id, kind)?;
     upload(subtasks, captured, storage, id)?;
-    for s in subtasks {
-        s.backend.notify_checkpoint_aborted(id)?;
-    }
-    Ok(())
+    notify_all(subtasks, CheckpointNotice::Aborted(id))
 }
 
 /// A checkpoint run through the job's [`CheckpointLifecycle`] (ids, retention, deletion of
@@ -218,9 +167,7 @@ pub fn checkpoint_with_lifecycle<B: StateBackend + 'static>(
     let captured = capture(subtasks, id, kind)?;
     let manifest = upload(subtasks, captured, lifecycle.storage(), id)?;
     block_on(lifecycle.complete(manifest.clone()))?;
-    for s in subtasks {
-        s.backend.notify_checkpoint_complete(id)?;
-    }
+    notify_all(subtasks, CheckpointNotice::Completed(id))?;
     Ok(manifest)
 }
 
@@ -235,9 +182,7 @@ pub fn abort_with_lifecycle<B: StateBackend + 'static>(
     let captured = capture(subtasks, id, kind)?;
     upload(subtasks, captured, lifecycle.storage(), id)?;
     block_on(lifecycle.abort(id))?;
-    for s in subtasks {
-        s.backend.notify_checkpoint_aborted(id)?;
-    }
+    notify_all(subtasks, CheckpointNotice::Aborted(id))?;
     Ok(id)
 }
 
@@ -250,21 +195,13 @@ pub fn restore_subtask<F: StateBackendFactory>(
     parallelism: Parallelism,
     index: u32,
 ) -> Result<Subtask<F::Backend>> {
-    let max = manifest.max_parallelism;
-    let range = key_group_range_for_operator(max, parallelism, index)?;
-    let handles = manifest.keyed_handles();
-    let backend = block_on(factory.restore(max, range, storage, &handles))?;
-    let operator = block_on(restore_operator_state(
+    block_on(restore_subtask_typed(
+        factory,
         storage,
-        &manifest.operator_files(),
-        index,
+        manifest,
         parallelism,
-    ))?;
-    Ok(Subtask {
         index,
-        backend: Arc::new(backend),
-        operator: Arc::new(operator),
-    })
+    ))
 }
 
 /// Restores the state of `manifest` at `parallelism` new subtasks.

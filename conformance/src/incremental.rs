@@ -51,7 +51,7 @@ fn backend_for<B: StateBackend + 'static>(
 ) -> Arc<dyn KeyedStateBackend> {
     let max = subtasks[0].backend.max_parallelism();
     let index = operator_index_for_key_group(max, p(subtasks.len() as u32), key.key_group());
-    subtasks[index as usize].shared()
+    subtasks[index as usize].keyed()
 }
 
 /// The workload's four states, bound to one backend.
@@ -187,7 +187,7 @@ fn enumerated_value_keys<B: StateBackend + 'static>(
     let codec = SerdeCodec::<u32>::new();
     let mut out = BTreeSet::new();
     for s in subtasks {
-        let value = Handles::bind(s.shared()).value;
+        let value = Handles::bind(s.keyed()).value;
         for ns in [0u8, 1] {
             for k in value.keys_in(&ns).expect("keys") {
                 let key: u32 = k.decode_key(&codec).expect("decode key");
@@ -455,7 +455,7 @@ pub fn small_change_uploads_little<F: StateBackendFactory>(factory: &F) {
     ))
     .expect("open lifecycle");
     let subtasks = create_operator(factory, max128(), p(1)).expect("create");
-    let backend = subtasks[0].shared();
+    let backend = subtasks[0].keyed();
     let value = ValueStateDescriptor::<u64>::new("bytes-value")
         .bind(backend)
         .expect("bind");
@@ -490,7 +490,7 @@ pub fn small_change_uploads_little<F: StateBackendFactory>(factory: &F) {
     );
     let restored = restore_operator(factory, &storage, &incremental, p(1)).expect("restore");
     let restored_value = ValueStateDescriptor::<u64>::new("bytes-value")
-        .bind(restored[0].shared())
+        .bind(restored[0].keyed())
         .expect("bind");
     for (k, ctx) in contexts.iter().enumerate().step_by(37) {
         let expected = if k % 100 == 0 { 1 } else { k as u64 * 7 };

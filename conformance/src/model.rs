@@ -531,7 +531,7 @@ impl Handles {
         descriptors: &Descriptors,
         subtask: &Subtask<B>,
     ) -> flowstate_api::Result<Self> {
-        let backend = subtask.shared();
+        let backend = subtask.keyed();
         Ok(Self {
             value: descriptors.value.bind(backend.clone())?,
             list: descriptors.list.bind(backend.clone())?,

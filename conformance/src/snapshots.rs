@@ -229,7 +229,7 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
     let storage = CheckpointStorage::in_memory();
     let job =
         Job::new(create_operator(factory, max_parallelism(), parallelism(1)).unwrap()).unwrap();
-    let backend = job.subtasks[0].shared();
+    let backend = job.subtasks[0].keyed();
     let items = ValueStateDescriptor::<u64>::new("items");
     let counter = ValueStateDescriptor::<u64>::new("counter");
     let log = ListStateDescriptor::<u64>::new("log");
@@ -295,7 +295,7 @@ fn snapshot_during_writes<F: StateBackendFactory>(factory: &F, kind: SnapshotKin
     let manifest = upload(&job.subtasks, captured, &storage, CheckpointId(2)).unwrap();
     publish(&job.subtasks, &storage, &manifest).unwrap();
     let restored = restore_operator(factory, &storage, &manifest, parallelism(1)).unwrap();
-    let restored = restored[0].shared();
+    let restored = restored[0].keyed();
     let items = items.bind(restored.clone()).unwrap();
     let counter = counter.bind(restored.clone()).unwrap();
     let log = log.bind(restored).unwrap();
@@ -427,11 +427,7 @@ fn ranged_restore<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
     let counting = Arc::new(CountingStore::new(InMemory::new()));
     let storage = CheckpointStorage::new(counting.clone(), "root");
     let backend = full_backend(factory);
-    let subtasks = vec![crate::harness::Subtask {
-        index: 0,
-        backend: backend.clone(),
-        operator: Arc::new(flowstate_api::OperatorStateStore::new()),
-    }];
+    let subtasks = vec![crate::harness::subtask_of(0, backend.clone())];
     let payload = ValueStateDescriptor::<String>::new("payload");
     let state = payload.bind(shared(&backend)).unwrap();
     let value_of = |k: u64, round: u64| format!("{k:>12}-{round}-{}", "x".repeat(90));
@@ -488,7 +484,7 @@ fn ranged_restore<F: StateBackendFactory>(factory: &F, kind: SnapshotKind) {
     );
 
     let range = restored.backend.key_group_range();
-    let state = payload.bind(restored.shared()).unwrap();
+    let state = payload.bind(restored.keyed()).unwrap();
     let max = max_parallelism();
     let expected: BTreeSet<u64> = (0..KEYS)
         .filter(|k| range.contains(key(*k).key_group()))

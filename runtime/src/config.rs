@@ -187,7 +187,7 @@ impl FromStr for BackendConfig {
             match (key, size_key) {
                 ("dir", Some(_)) if !value.is_empty() => dir = Some(PathBuf::from(value)),
                 (key, Some(expected)) if key == expected => {
-                    size = Some(parse_size(value).map_err(|reason| invalid(reason))?)
+                    size = Some(parse_size(value).map_err(invalid)?)
                 }
                 _ => {
                     let known = match size_key {
@@ -307,7 +307,10 @@ mod tests {
             ("heap:dir=/x", "unknown option 'dir' for heap"),
             ("rocksdb:memory", "is not key=value"),
             ("rocksdb:memory=12 parsecs", "size unit 'parsecs'"),
-            ("lmdb:memory=1G", "unknown option 'memory' for lmdb (options: dir, map-size)"),
+            (
+                "lmdb:memory=1G",
+                "unknown option 'memory' for lmdb (options: dir, map-size)",
+            ),
             ("lmdb:map-size=99999999999999G", "too large"),
         ] {
             let err = text.parse::<BackendConfig>().unwrap_err().to_string();
@@ -326,7 +329,10 @@ mod tests {
                 map_size: Some(1024)
             }
         );
-        assert!(serde_json::from_str::<BackendConfig>(r#"{"backend":"heap","dir":"/d"}"#).is_err());
+        // A misspelt option is an error, not silently the default.
+        assert!(
+            serde_json::from_str::<BackendConfig>(r#"{"backend":"lmdb","dirr":"/d"}"#).is_err()
+        );
         assert_eq!(
             serde_json::to_string(&BackendConfig::Heap).unwrap(),
             r#"{"backend":"heap"}"#

@@ -62,6 +62,13 @@ pub struct CompletedCheckpoint {
     pub duration: Duration,
 }
 
+impl CompletedCheckpoint {
+    /// Bytes of every file the checkpoint references.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_uploaded + self.bytes_reused
+    }
+}
+
 /// The coordinator's verdict on one checkpoint.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -85,6 +92,8 @@ impl Outcome {
         }
     }
 }
+
+const MAX_REMEMBERED_ABORTS: usize = 1024;
 
 struct PendingCheckpoint {
     triggered: Instant,
@@ -148,6 +157,11 @@ impl CheckpointCoordinator {
         self.lifecycle.latest()
     }
 
+    /// Retained completed checkpoints, ascending.
+    pub fn completed(&self) -> Vec<CheckpointId> {
+        self.lifecycle.completed()
+    }
+
     /// The id the next [`trigger`](CheckpointCoordinator::trigger) returns.
     pub fn next_id(&self) -> CheckpointId {
         self.lifecycle.next_id()
@@ -196,8 +210,18 @@ impl CheckpointCoordinator {
     pub async fn acknowledge(&mut self, ack: SubtaskAck) -> Result<Vec<Outcome>> {
         let id = ack.checkpoint_id;
         let Some(pending) = self.pending.get_mut(&id) else {
-            if self.aborted.contains(&id) || id < self.lifecycle.next_id() {
+            if self.aborted.contains(&id) {
                 self.discard_late_ack(&ack).await;
+                return Ok(Vec::new());
+            }
+            if id < self.lifecycle.next_id() {
+                // Completed (a redelivered ack) or from before this coordinator opened: its
+                // files may be published; never delete them.
+                tracing::info!(
+                    checkpoint = id.get(),
+                    subtask = ack.state.subtask_index,
+                    "acknowledgement for a checkpoint no longer pending ignored"
+                );
                 return Ok(Vec::new());
             }
             return Err(Error::UnknownCheckpoint { id });
@@ -262,10 +286,20 @@ impl CheckpointCoordinator {
         let known: BTreeSet<String> = self.lifecycle.registry().files.keys().cloned().collect();
         let report = match self.lifecycle.complete(manifest.clone()).await {
             Ok(report) => report,
+            Err(error) if self.lifecycle.completed().contains(&id) => {
+                // The manifest was written (the checkpoint is visible and restorable); only
+                // the bookkeeping after it failed. It is complete: say so.
+                tracing::warn!(checkpoint = id.get(), %error, "checkpoint published, but writing the registry copy failed");
+                CompletionReport {
+                    subsumed: self.pending.range(..id).map(|(old, _)| *old).collect(),
+                    ..CompletionReport::default()
+                }
+            }
             Err(error) => {
                 tracing::warn!(checkpoint = id.get(), %error, "publishing the checkpoint failed");
                 // Not published: drop it like any aborted checkpoint.
-                self.pending.insert(id, pending_placeholder(pending.triggered));
+                self.pending
+                    .insert(id, pending_placeholder(pending.triggered));
                 let reason = format!("publishing the manifest failed: {error}");
                 return Ok(vec![self.abort(id, reason).await?]);
             }
@@ -273,7 +307,7 @@ impl CheckpointCoordinator {
         let mut outcomes = Vec::new();
         for old in &report.subsumed {
             if self.pending.remove(old).is_some() {
-                self.aborted.insert(*old);
+                self.remember_aborted(*old);
                 m::record_aborted();
                 outcomes.push(Outcome::Aborted {
                     id: *old,
@@ -313,7 +347,7 @@ impl CheckpointCoordinator {
         if self.pending.remove(&id).is_none() {
             return Err(Error::UnknownCheckpoint { id });
         }
-        self.aborted.insert(id);
+        self.remember_aborted(id);
         // The checkpoint is not visible whatever happens here; files a failed delete leaves
         // are retried by the lifecycle.
         if let Err(error) = self.lifecycle.abort(id).await {
@@ -339,6 +373,16 @@ impl CheckpointCoordinator {
             outcomes.push(self.abort(id, reason).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Remembers an aborted checkpoint, so its late acks are cleaned up. Bounded: an ack
+    /// later than the last thousand aborts is ignored and its files wait for the next
+    /// `open`'s sweep of directories without a manifest.
+    fn remember_aborted(&mut self, id: CheckpointId) {
+        self.aborted.insert(id);
+        while self.aborted.len() > MAX_REMEMBERED_ABORTS {
+            self.aborted.pop_first();
+        }
     }
 
     /// Deletes what a late ack uploaded: the files in its checkpoint's own directory now;

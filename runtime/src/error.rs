@@ -1,4 +1,7 @@
-//! The one error type of `flowstate-runtime`.
+//! The one error type of `flowstate-runtime`: configuration and coordination. The
+//! per-subtask operations ([`crate::Subtask::capture`], uploads, restores) are state-layer
+//! operations and return [`flowstate_api::Error`] as the backends do; it converts into
+//! [`Error::State`] with `?`.
 
 use flowstate_api::CheckpointId;
 

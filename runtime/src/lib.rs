@@ -84,7 +84,13 @@ pub use config::BackendConfig;
 pub use coordinator::{CheckpointCoordinator, CompletedCheckpoint, CoordinatorConfig, Outcome};
 pub use error::{Error, Result};
 pub use factory::{DynStateBackendFactory, SharedBackend};
+pub use flowstate_api::lifecycle::RetentionPolicy;
 pub use subtask::{
-    create_subtask, create_subtask_typed, restore_subtask, restore_subtask_typed,
-    CapturedSubtask, CheckpointNotice, Subtask, SubtaskAck, SubtaskReport,
+    create_subtask, create_subtask_typed, restore_subtask, restore_subtask_typed, CapturedSubtask,
+    CheckpointNotice, Subtask, SubtaskAck, SubtaskReport,
 };
+
+/// The README's Rust snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -189,7 +189,10 @@ impl CapturedSubtask {
 
     /// Like [`CapturedSubtask::upload`], but a failed upload becomes a decline: what an engine
     /// sends to the coordinator either way.
-    pub fn upload_and_report(self, storage: CheckpointStorage) -> BoxFuture<'static, SubtaskReport> {
+    pub fn upload_and_report(
+        self,
+        storage: CheckpointStorage,
+    ) -> BoxFuture<'static, SubtaskReport> {
         let (checkpoint_id, subtask_index) = (self.checkpoint_id, self.subtask_index);
         let upload = self.upload(storage);
         Box::pin(async move {
@@ -197,11 +200,7 @@ impl CapturedSubtask {
                 Ok(ack) => SubtaskReport::Acknowledged(ack),
                 Err(error) => {
                     tracing::warn!(checkpoint = checkpoint_id.get(), subtask = subtask_index, %error, "checkpoint upload failed");
-                    SubtaskReport::Declined {
-                        checkpoint_id,
-                        subtask_index,
-                        reason: error.to_string(),
-                    }
+                    SubtaskReport::declined(checkpoint_id, subtask_index, &error)
                 }
             }
         })
@@ -242,6 +241,17 @@ pub enum SubtaskReport {
 }
 
 impl SubtaskReport {
+    /// The report of a subtask that could not take its part of checkpoint `id` (e.g. its
+    /// capture failed): the coordinator aborts the checkpoint at once instead of waiting
+    /// for its timeout.
+    pub fn declined(id: CheckpointId, subtask_index: u32, error: &dyn std::error::Error) -> Self {
+        SubtaskReport::Declined {
+            checkpoint_id: id,
+            subtask_index,
+            reason: error.to_string(),
+        }
+    }
+
     pub fn checkpoint_id(&self) -> CheckpointId {
         match self {
             SubtaskReport::Acknowledged(ack) => ack.checkpoint_id,

@@ -33,7 +33,9 @@ fn main() -> ExitCode {
                 }
             }
             println!("finished in {:.2} s", started.elapsed().as_secs_f64());
-            let single_process = !timely_args.iter().any(|a| a == "-n" || a.starts_with("--processes"));
+            let single_process = !timely_args
+                .iter()
+                .any(|a| a == "-n" || a.starts_with("--processes"));
             if single_process && args.stop_after.is_none() {
                 let check = args
                     .backend

@@ -13,19 +13,18 @@
 //! the run then has id `first + k` on every worker, and worker 0 triggers the same ids in
 //! the same order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use flowstate_api::lifecycle::RetentionPolicy;
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, MaxParallelism, Parallelism,
-    SnapshotKind,
+    CheckpointId, CheckpointManifest, CheckpointStorage, MaxParallelism, Parallelism, SnapshotKind,
 };
 use flowstate_runtime::{
-    create_subtask, restore_subtask, CheckpointCoordinator, CheckpointNotice,
-    CoordinatorConfig, DynStateBackendFactory, Outcome, Subtask, SubtaskReport,
+    create_subtask, restore_subtask, CheckpointCoordinator, CheckpointNotice, CoordinatorConfig,
+    DynStateBackendFactory, Outcome, Subtask, SubtaskReport,
 };
 use timely::worker::Worker;
 
@@ -71,6 +70,9 @@ pub struct WorkerCheckpoints {
     records: Vec<CheckpointRecord>,
     restored_from: Option<CheckpointId>,
     restore_time: Duration,
+    /// Messages from worker 0 received but not handled yet.
+    inbox: VecDeque<ToWorkers>,
+    startup_error: Option<Error>,
 }
 
 impl WorkerCheckpoints {
@@ -105,42 +107,63 @@ impl WorkerCheckpoints {
                 }
             }
         }
-        let (restore, first_checkpoint) = loop {
+        let mut inbox = VecDeque::new();
+        let (restore, first_checkpoint) = 'agreed: loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
-            match control.take_messages()?.into_iter().next() {
-                Some(ToWorkers::Start {
-                    restore,
-                    first_checkpoint,
-                }) => break (restore, first_checkpoint),
-                Some(ToWorkers::Failed(reason)) => return Err(Error::Inconsistent(reason)),
-                Some(ToWorkers::Notice(_)) | None => {}
+            let mut messages = control.take_messages()?.into_iter();
+            while let Some(message) = messages.next() {
+                match message {
+                    ToWorkers::Start {
+                        restore,
+                        first_checkpoint,
+                    } => {
+                        inbox.extend(messages);
+                        break 'agreed (restore, first_checkpoint);
+                    }
+                    ToWorkers::Failed(reason) => return Err(Error::PeerFailed(reason)),
+                    ToWorkers::Notice(_) => {}
+                }
             }
         };
         let index = worker.index() as u32;
         let started = Instant::now();
-        let subtask = match restore {
+        let restored = match restore {
             Some(id) => {
                 let storage = &settings.storage;
                 let factory = settings.factory.as_ref();
                 settings.runtime.block_on(async {
                     let manifest: CheckpointManifest = storage.read_manifest(id).await?;
                     if manifest.max_parallelism != settings.max_parallelism {
-                        return Err(Error::State(
-                            flowstate_api::Error::MaxParallelismMismatch {
-                                snapshot: manifest.max_parallelism.get(),
-                                configured: settings.max_parallelism.get(),
-                            },
-                        ));
+                        return Err(Error::State(flowstate_api::Error::MaxParallelismMismatch {
+                            snapshot: manifest.max_parallelism.get(),
+                            configured: settings.max_parallelism.get(),
+                        }));
                     }
                     Ok(restore_subtask(factory, storage, &manifest, parallelism, index).await?)
-                })?
+                })
             }
             None => create_subtask(
                 settings.factory.as_ref(),
                 settings.max_parallelism,
                 parallelism,
                 index,
-            )?,
+            )
+            .map_err(Error::from),
+        };
+        // A failed restore fails the job, but only once this worker has built the job's
+        // dataflow like every other worker (timely waits for every worker's part of a
+        // dataflow); until then it stands on an empty subtask.
+        let (subtask, startup_error) = match restored {
+            Ok(subtask) => (subtask, None),
+            Err(error) => {
+                let empty = create_subtask(
+                    settings.factory.as_ref(),
+                    settings.max_parallelism,
+                    parallelism,
+                    index,
+                )?;
+                (empty, Some(error))
+            }
         };
         let restore_time = started.elapsed();
         let (uploads_tx, uploads_done) = mpsc::channel();
@@ -158,7 +181,25 @@ impl WorkerCheckpoints {
             records: Vec::new(),
             restored_from: restore,
             restore_time,
+            inbox,
+            startup_error,
         })
+    }
+
+    /// The error the start met restoring this worker's subtask, if any: call it once the
+    /// job's dataflow is built, and stop with it.
+    pub fn take_startup_error(&mut self) -> Option<Error> {
+        self.startup_error.take()
+    }
+
+    /// Tells every worker this one failed with `error`, so they stop instead of waiting for
+    /// it; returns the error.
+    pub fn fail(&mut self, error: Error) -> Error {
+        let reason = format!("worker {} failed: {error}", self.subtask.index);
+        if let Err(send) = self.control.broadcast(&ToWorkers::Failed(reason)) {
+            tracing::warn!(%send, "could not tell the other workers about a failure");
+        }
+        error
     }
 
     /// This worker's subtask: bind state handles to [`Subtask::keyed`], operator state to
@@ -182,10 +223,11 @@ impl WorkerCheckpoints {
         &self.records
     }
 
-    /// Takes the next checkpoint of the run: call it on every worker at the same epoch, once
-    /// every earlier epoch is processed and no later one is. Captures synchronously and
-    /// uploads in the background; returns the checkpoint's id.
-    pub fn checkpoint(&mut self, kind: SnapshotKind) -> Result<CheckpointId> {
+    /// Starts the next checkpoint of the run: call it on every worker, in the same order,
+    /// before the input moves past the checkpoint's epoch. Worker 0 triggers it in the
+    /// coordinator now, so it is pending before any worker can upload for it (the
+    /// coordinator's sweeps never take its files for leftovers).
+    pub fn prepare(&mut self) -> Result<CheckpointId> {
         let id = self.next_id;
         if let Some(coordinator) = &mut self.coordinator {
             let triggered = coordinator.trigger();
@@ -195,7 +237,23 @@ impl WorkerCheckpoints {
                 )));
             }
         }
-        let captured = self.subtask.capture(id, kind)?;
+        self.next_id = id.next();
+        Ok(id)
+    }
+
+    /// Takes prepared checkpoint `id`: call it once every epoch up to the checkpoint's is
+    /// processed and no later one is. Captures synchronously and uploads in the background.
+    /// A failed capture is declined (the coordinator aborts the checkpoint at once) and
+    /// returned.
+    pub fn capture(&mut self, id: CheckpointId, kind: SnapshotKind) -> Result<()> {
+        let captured = match self.subtask.capture(id, kind) {
+            Ok(captured) => captured,
+            Err(error) => {
+                let declined = SubtaskReport::declined(id, self.subtask.index, &error);
+                self.control.send_report(&declined)?;
+                return Err(error.into());
+            }
+        };
         let storage = self.settings.storage.clone();
         let done = self.uploads_tx.clone();
         self.settings.runtime.spawn(async move {
@@ -203,8 +261,7 @@ impl WorkerCheckpoints {
             // The worker may have stopped meanwhile; nobody is left to tell.
             let _ = done.send(report);
         });
-        self.next_id = id.next();
-        Ok(id)
+        Ok(())
     }
 
     /// Moves checkpoint traffic along: finished uploads go to worker 0, worker 0 feeds the
@@ -218,15 +275,32 @@ impl WorkerCheckpoints {
             let mut reports = std::mem::take(&mut self.early_reports);
             reports.extend(self.control.take_reports()?);
             let mut outcomes = Vec::new();
+            let mut failure = None;
             for report in reports {
                 if report.checkpoint_id() >= coordinator.next_id() {
                     self.early_reports.push(report);
                     continue;
                 }
-                let reached = self.settings.runtime.block_on(coordinator.report(report));
-                outcomes.extend(reached?);
+                match self.settings.runtime.block_on(coordinator.report(report)) {
+                    Ok(reached) => outcomes.extend(reached),
+                    // A report the coordinator refuses changes nothing: the job goes on.
+                    Err(
+                        error @ (flowstate_runtime::Error::InvalidAck { .. }
+                        | flowstate_runtime::Error::UnknownCheckpoint { .. }),
+                    ) => tracing::warn!(%error, "report refused"),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
             }
-            outcomes.extend(self.settings.runtime.block_on(coordinator.abort_expired())?);
+            if failure.is_none() {
+                match self.settings.runtime.block_on(coordinator.abort_expired()) {
+                    Ok(expired) => outcomes.extend(expired),
+                    Err(error) => failure = Some(error),
+                }
+            }
+            // Verdicts reached go out even when a later report failed the coordinator.
             for outcome in outcomes {
                 if let Outcome::Completed(done) = &outcome {
                     self.records.push(CheckpointRecord {
@@ -239,10 +313,16 @@ impl WorkerCheckpoints {
                 if let Outcome::Aborted { id, reason } = &outcome {
                     self.aborted.insert(*id, reason.clone());
                 }
-                self.control.broadcast(&ToWorkers::Notice(outcome.notice()))?;
+                self.control
+                    .broadcast(&ToWorkers::Notice(outcome.notice()))?;
+            }
+            if let Some(error) = failure {
+                return Err(error.into());
             }
         }
-        for message in self.control.take_messages()? {
+        let received = self.control.take_messages()?;
+        self.inbox.extend(received);
+        while let Some(message) = self.inbox.pop_front() {
             match message {
                 ToWorkers::Notice(notice) => {
                     self.subtask.notify(notice)?;
@@ -257,7 +337,7 @@ impl WorkerCheckpoints {
                         }
                     }
                 }
-                ToWorkers::Failed(reason) => return Err(Error::Inconsistent(reason)),
+                ToWorkers::Failed(reason) => return Err(Error::PeerFailed(reason)),
                 ToWorkers::Start { .. } => {
                     return Err(Error::Inconsistent(
                         "a second start message arrived: two coordinators run on one job".into(),
@@ -271,7 +351,16 @@ impl WorkerCheckpoints {
     /// Steps the worker until checkpoint `id` completed (on every worker's word from the
     /// coordinator); an abort is an error.
     pub fn wait_for(&mut self, worker: &mut Worker, id: CheckpointId) -> Result<()> {
+        // The coordinator aborts the checkpoint after its timeout; past that and a margin,
+        // the verdict is not coming (worker 0 is gone).
+        let deadline = Instant::now() + self.settings.timeout + Duration::from_secs(30);
         loop {
+            if Instant::now() > deadline {
+                return Err(Error::FinalCheckpointAborted {
+                    id: id.get(),
+                    reason: "no verdict from the coordinating worker in time".into(),
+                });
+            }
             self.pump()?;
             if self.completed.contains(&id) {
                 return Ok(());

@@ -32,6 +32,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("another worker stopped the job: {0}")]
+    PeerFailed(String),
+
     #[error("the job's checkpoints disagree with this run: {0}")]
     Inconsistent(String),
 

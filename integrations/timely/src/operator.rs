@@ -130,7 +130,12 @@ where
                         .or_insert_with(|| (capability, Vec::new()));
                     entry.1.append(data);
                 });
-                let complete_before = frontier.frontier().iter().copied().min().unwrap_or(u64::MAX);
+                let complete_before = frontier
+                    .frontier()
+                    .iter()
+                    .copied()
+                    .min()
+                    .unwrap_or(u64::MAX);
                 while let Some(entry) = stash.first_entry() {
                     if *entry.key() >= complete_before {
                         break; // this epoch may still receive records

@@ -74,7 +74,12 @@ impl ReplayableSource {
     /// `(partition, offset)` to `emit`, and moves the positions past it.
     pub fn read_round(&self, round: u64, mut emit: impl FnMut(u32, u64)) -> Result<u64> {
         let mut offsets = self.offsets.get()?;
-        let start = round * self.batch;
+        let start = round.checked_mul(self.batch).ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "round {round} of {} records overflows the offsets: the restored position is damaged",
+                self.batch
+            ))
+        })?;
         let mut read = 0;
         for (partition, next) in offsets.iter_mut() {
             if *next != start {

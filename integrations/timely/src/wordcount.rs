@@ -109,7 +109,7 @@ impl JobArgs {
     }
 
     fn is_checkpoint_round(&self, round: u64) -> bool {
-        (round + 1) % self.checkpoint_every == 0 || round + 1 == self.rounds
+        (round + 1).is_multiple_of(self.checkpoint_every) || round + 1 == self.rounds
     }
 
     /// The round after the last one this run reads.
@@ -189,13 +189,30 @@ pub fn run(args: &JobArgs, timely_args: Vec<String>) -> Result<Vec<WorkerReport>
     Ok(reports)
 }
 
-fn run_worker(worker: &mut Worker, settings: CheckpointSettings, args: &JobArgs) -> Result<WorkerReport> {
+fn run_worker(
+    worker: &mut Worker,
+    settings: CheckpointSettings,
+    args: &JobArgs,
+) -> Result<WorkerReport> {
+    let mut checkpoints = WorkerCheckpoints::start(worker, settings)?;
+    match run_job(worker, &mut checkpoints, args) {
+        Ok(report) => Ok(report),
+        Err(error @ Error::PeerFailed(_)) => Err(error),
+        // The others stop too instead of waiting for this worker.
+        Err(error) => Err(checkpoints.fail(error)),
+    }
+}
+
+fn run_job(
+    worker: &mut Worker,
+    checkpoints: &mut WorkerCheckpoints,
+    args: &JobArgs,
+) -> Result<WorkerReport> {
     let (index, peers) = (worker.index(), worker.peers());
     let routing = KeyGroupRouting {
-        max_parallelism: settings.max_parallelism,
+        max_parallelism: MaxParallelism::new(args.max_parallelism)?,
         parallelism: Parallelism::new(peers as u32)?,
     };
-    let mut checkpoints = WorkerCheckpoints::start(worker, settings)?;
     let subtask = checkpoints.subtask().clone();
     let fresh = checkpoints.restored_from().is_none();
     let source = ReplayableSource::open(
@@ -218,8 +235,7 @@ fn run_worker(worker: &mut Worker, settings: CheckpointSettings, args: &JobArgs)
     let window_count = ValueStateDescriptor::<u64>::new("window-count")
         .with_namespace::<u64>()
         .bind(subtask.keyed())?;
-    let by_partition =
-        MapStateDescriptor::<u32, u64>::new("by-partition").bind(subtask.keyed())?;
+    let by_partition = MapStateDescriptor::<u32, u64>::new("by-partition").bind(subtask.keyed())?;
 
     let errors = ErrorSlot::default();
     let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Event>>> = InputHandle::new();
@@ -258,47 +274,51 @@ fn run_worker(worker: &mut Worker, settings: CheckpointSettings, args: &JobArgs)
         .probe_with(&probe);
     });
 
+    if let Some(error) = checkpoints.take_startup_error() {
+        return Err(error); // the dataflow is built: the other workers can wind down
+    }
+    // Steps the worker while `busy`, moving checkpoint traffic along (and hearing of other
+    // workers' failures); stops at the operator's first error.
+    let step_while = |worker: &mut Worker,
+                      checkpoints: &mut WorkerCheckpoints,
+                      busy: &dyn Fn() -> bool|
+     -> Result<()> {
+        while !errors.is_set() && busy() {
+            worker.step();
+            checkpoints.pump()?;
+        }
+        errors.take().map_or(Ok(()), |error| Err(error.into()))
+    };
     // Epochs are rounds: a restored job's first epoch is the round it resumes at.
     input.advance_to(first_round);
     let mut records_read = 0;
     for round in first_round..end_round {
         // At most two rounds in flight: the source does not run ahead of the state.
-        while !errors.is_set() && probe.less_than(&round.saturating_sub(2)) {
-            worker.step();
-        }
-        if let Some(error) = errors.take() {
-            return Err(error.into());
-        }
-        records_read += source.read_round(round, |partition, offset| {
-            input.send((partition, offset))
+        step_while(worker, checkpoints, &|| {
+            probe.less_than(&round.saturating_sub(2))
         })?;
+        records_read +=
+            source.read_round(round, |partition, offset| input.send((partition, offset)))?;
+        let checkpoint = if args.is_checkpoint_round(round) {
+            Some(checkpoints.prepare()?)
+        } else {
+            None
+        };
         input.advance_to(round + 1);
-        if args.is_checkpoint_round(round) {
+        if let Some(id) = checkpoint {
             // Every epoch up to `round` processed on every worker, none after: aligned.
-            while !errors.is_set() && probe.less_than(&(round + 1)) {
-                worker.step();
-            }
-            if let Some(error) = errors.take() {
-                return Err(error.into());
-            }
-            let id = checkpoints.checkpoint(SnapshotKind::Incremental)?;
+            step_while(worker, checkpoints, &|| probe.less_than(&(round + 1)))?;
+            checkpoints.capture(id, SnapshotKind::Incremental)?;
             if round + 1 == end_round {
                 checkpoints.wait_for(worker, id)?;
             }
         }
         checkpoints.pump()?;
         let until = Instant::now() + Duration::from_millis(args.round_delay_ms);
-        while Instant::now() < until {
-            worker.step_or_park(Some(until - Instant::now()));
-        }
+        step_while(worker, checkpoints, &|| Instant::now() < until)?;
     }
     drop(input);
-    while !probe.done() {
-        worker.step();
-    }
-    if let Some(error) = errors.take() {
-        return Err(error.into());
-    }
+    step_while(worker, checkpoints, &|| !probe.done())?;
     Ok(WorkerReport {
         worker: index,
         peers,
@@ -398,7 +418,9 @@ pub fn read_output(output: &Path) -> Result<BTreeMap<(u64, String), u64>> {
     for entry in read_dir(output)? {
         let entry = entry.map_err(|e| Error::io("listing the output", e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(window) = name.strip_prefix("window-").and_then(|w| w.parse::<u64>().ok())
+        let Some(window) = name
+            .strip_prefix("window-")
+            .and_then(|w| w.parse::<u64>().ok())
         else {
             continue;
         };
@@ -455,9 +477,17 @@ pub fn verify(
             .iter()
             .filter(|(k, v)| output.get(*k) != Some(*v))
             .take(3)
-            .map(|((w, word), v)| format!("window {w} {word}: expected {v}, found {:?}", output.get(&(*w, word.clone()))))
+            .map(|((w, word), v)| {
+                format!(
+                    "window {w} {word}: expected {v}, found {:?}",
+                    output.get(&(*w, word.clone()))
+                )
+            })
             .collect::<Vec<_>>();
-        let extra = output.keys().filter(|k| !expected.windows.contains_key(*k)).count();
+        let extra = output
+            .keys()
+            .filter(|k| !expected.windows.contains_key(*k))
+            .count();
         return Err(Error::Inconsistent(format!(
             "the output differs from the reference: {wrong:?}; {extra} unexpected entries"
         )));

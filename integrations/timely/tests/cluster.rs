@@ -100,7 +100,12 @@ fn spawn(
             let log = dir.join(format!("{phase}-p{p}.log"));
             let out = std::fs::File::create(&log).unwrap();
             let child = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "child_process_entry",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_SPEC, spec)
                 .envs(env.iter().cloned())
                 .stdin(Stdio::null())
@@ -210,10 +215,17 @@ fn run_scenario(s: Scenario) {
     let mut cluster = spawn(dir.path(), "p1", 2, 2, &job, &s.env);
     let deadline = Instant::now() + PHASE_TIMEOUT;
     while completed_checkpoints(&s.storage, &runtime) < 2 {
-        if Instant::now() > deadline || cluster.iter_mut().any(|p| p.child.try_wait().unwrap().is_some()) {
+        if Instant::now() > deadline
+            || cluster
+                .iter_mut()
+                .any(|p| p.child.try_wait().unwrap().is_some())
+        {
             let logs: Vec<String> = cluster.iter().map(Process::log_text).collect();
             kill_all(&mut cluster);
-            panic!("phase 1 ended or stalled before two checkpoints completed:\n{}", logs.join("\n---\n"));
+            panic!(
+                "phase 1 ended or stalled before two checkpoints completed:\n{}",
+                logs.join("\n---\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -239,8 +251,10 @@ fn run_scenario(s: Scenario) {
     let after_kill = runtime.block_on(s.storage.list_checkpoints()).unwrap();
     let restore_point = *after_kill.last().unwrap();
 
-    // Phase 2: 1 process x 3 workers, from the latest checkpoint, stopping at round 69.
-    let job = job_args(&s, &output, &["--stop-after", &(s.rounds * 7 / 10 - 1).to_string()]);
+    // Phase 2: 1 process x 3 workers, from the latest checkpoint, stopping at the checkpoint
+    // round about 70% into the input (round 69 of 100).
+    let resume_at = s.rounds * 7 / 100 * 10;
+    let job = job_args(&s, &output, &["--stop-after", &(resume_at - 1).to_string()]);
     let reports = finish(spawn(dir.path(), "p2", 1, 3, &job, &s.env), "phase 2");
     assert_eq!(reports.len(), 3, "{reports:?}");
     for r in &reports {
@@ -251,7 +265,7 @@ fn run_scenario(s: Scenario) {
     let first = reports[0].first_round;
     assert_eq!(
         read,
-        (s.rounds * 7 / 10 - first) * s.batch * u64::from(s.partitions),
+        (resume_at - first) * s.batch * u64::from(s.partitions),
         "phase 2 must read every partition's rounds {first}.. exactly once"
     );
     let stopped_at = *runtime
@@ -266,14 +280,16 @@ fn run_scenario(s: Scenario) {
     assert_eq!(reports.len(), 3, "{reports:?}");
     for r in &reports {
         assert_eq!(r.restored_from, Some(stopped_at.get()), "{r:?}");
-        assert_eq!(r.first_round, s.rounds * 7 / 10);
+        assert_eq!(r.first_round, resume_at);
     }
     let coordinator = reports.iter().find(|r| r.worker == 0).unwrap();
     assert!(!coordinator.checkpoints.is_empty(), "{coordinator:?}");
 
-    let args = JobArgs::try_parse_from(
-        std::iter::once("wordcount".to_string()).chain(job_args(&s, &output, &[])),
-    )
+    let args = JobArgs::try_parse_from(std::iter::once("wordcount".to_string()).chain(job_args(
+        &s,
+        &output,
+        &[],
+    )))
     .unwrap();
     let factory = args.backend.build().unwrap();
     let verified = wordcount::verify(&args, &s.storage, factory.as_ref(), &runtime)
@@ -306,12 +322,12 @@ fn heap_job_survives_a_killed_process_and_rescales_2x2_to_1x3_to_3x1() {
 
 #[test]
 fn lmdb_job_survives_a_killed_process_and_rescales() {
-    run_scenario(local("lmdb", 8, 250, 40));
+    run_scenario(local("lmdb", 8, 250, 60));
 }
 
 #[test]
 fn rocksdb_job_survives_a_killed_process_and_rescales() {
-    run_scenario(local("rocksdb", 8, 250, 40));
+    run_scenario(local("rocksdb", 8, 250, 60));
 }
 
 #[test]
