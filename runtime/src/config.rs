@@ -8,6 +8,7 @@
 //! | `rocksdb`, `rocksdb:dir=/var/lib/job,memory=512MiB` | RocksDB; instance directories under `dir`, block cache + write buffers within `memory` |
 //! | `lmdb`, `lmdb:dir=/var/lib/job,map-size=4GiB` | LMDB; environments under `dir`, initial map size |
 //!
+//! A `dir` containing `,` or `=` cannot be written in the string form: use the serde form.
 //! Sizes take `B`, `KiB`, `MiB`, `GiB` (or `K`, `M`, `G`, powers of 1024) or a plain byte
 //! count. Without `dir`, working directories go under the system temporary directory (each
 //! backend's own directory is removed when the backend is dropped).
@@ -184,8 +185,11 @@ impl FromStr for BackendConfig {
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("option '{option}' is not key=value")))?;
             let (key, value) = (key.trim(), value.trim());
+            if value.is_empty() {
+                return Err(invalid(format!("option '{key}' has no value")));
+            }
             match (key, size_key) {
-                ("dir", Some(_)) if !value.is_empty() => dir = Some(PathBuf::from(value)),
+                ("dir", Some(_)) => dir = Some(PathBuf::from(value)),
                 (key, Some(expected)) if key == expected => {
                     size = Some(parse_size(value).map_err(invalid)?)
                 }
@@ -306,6 +310,7 @@ mod tests {
             ("cassandra", "unknown backend 'cassandra'"),
             ("heap:dir=/x", "unknown option 'dir' for heap"),
             ("rocksdb:memory", "is not key=value"),
+            ("rocksdb:dir=", "option 'dir' has no value"),
             ("rocksdb:memory=12 parsecs", "size unit 'parsecs'"),
             (
                 "lmdb:memory=1G",

@@ -257,6 +257,33 @@ impl CheckpointCoordinator {
                 )));
             }
         }
+        // Files must lie where retention and garbage collection look for them: a file of
+        // this checkpoint alone in its directory, a shared file under shared/.
+        let own_dir = format!("{}/", CheckpointStorage::checkpoint_dir(id));
+        let files = ack.state.keyed.iter().flat_map(|k| k.files());
+        for file in files.chain(ack.state.operator.iter()) {
+            let placed = if file.shared {
+                file.path.starts_with("shared/")
+            } else {
+                file.path.starts_with(&own_dir)
+            };
+            let canonical = file
+                .path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+            if !placed || !canonical {
+                return Err(invalid(format!(
+                    "file '{}' ({}) is not under {}",
+                    file.path,
+                    if file.shared { "shared" } else { "exclusive" },
+                    if file.shared {
+                        "shared/"
+                    } else {
+                        own_dir.as_str()
+                    },
+                )));
+            }
+        }
         if let Some(previous) = pending.acks.get(&index) {
             if *previous == ack {
                 return Ok(Vec::new()); // a redelivered ack

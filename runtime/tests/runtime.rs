@@ -316,6 +316,20 @@ fn invalid_and_duplicate_acks_are_refused_without_harm() {
         .unwrap_err();
     assert!(err.to_string().contains("the job has 2 subtasks"), "{err}");
 
+    let mut elsewhere = acks[0].clone();
+    let operator_file = elsewhere
+        .state
+        .operator
+        .as_mut()
+        .expect("operator state written");
+    operator_file.path = "chk-00000000000000000009/op-0.bin".into();
+    let err = rt.block_on(coordinator.acknowledge(elsewhere)).unwrap_err();
+    assert!(err.to_string().contains("is not under chk-"), "{err}");
+    let mut escaping = acks[0].clone();
+    escaping.state.operator.as_mut().unwrap().path =
+        format!("{}/../shared/x", CheckpointStorage::checkpoint_dir(id));
+    assert!(rt.block_on(coordinator.acknowledge(escaping)).is_err());
+
     let mut never_triggered = acks[0].clone();
     never_triggered.checkpoint_id = CheckpointId(99);
     let err = rt

@@ -38,7 +38,8 @@ pub struct CheckpointSettings {
     pub factory: Arc<dyn DynStateBackendFactory>,
     pub max_parallelism: MaxParallelism,
     pub retention: RetentionPolicy,
-    /// A checkpoint not complete this long after its epoch is aborted.
+    /// Worker 0's coordinator aborts a checkpoint not complete this long after it triggered
+    /// it; the other workers give up waiting for a verdict a little after that.
     pub timeout: Duration,
     /// Runs the uploads (and the coordinator's storage calls).
     pub runtime: tokio::runtime::Handle,

@@ -8,9 +8,10 @@
 //!   worker owns exactly its key-group range and any worker count can restore any
 //!   checkpoint; [`operator::keyed_stateful`] runs user logic per record with the record's
 //!   key context, each epoch once complete and in order.
-//! - [`checkpointing::WorkerCheckpoints`]: checkpoints aligned with epochs. When the job's
-//!   probe shows a checkpoint epoch processed everywhere, each worker captures its subtask
-//!   synchronously and uploads on a tokio runtime while the dataflow goes on; reports go to
+//! - [`checkpointing::WorkerCheckpoints`]: checkpoints aligned with epochs. The job's driver
+//!   prepares a checkpoint before its input passes the checkpoint epoch and, once its probe
+//!   shows that epoch processed everywhere, captures its subtask synchronously; the upload
+//!   runs on a tokio runtime while the dataflow goes on; reports go to
 //!   worker 0, which runs the [`flowstate_runtime::CheckpointCoordinator`] over timely's own
 //!   channels ([`control`]) and tells every worker the verdict.
 //! - [`source::ReplayableSource`]: read positions in even-split operator list state, so a
