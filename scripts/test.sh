@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/flowstate-target}"
 export FLOWSTATE_PROPTEST_CASES="${FLOWSTATE_PROPTEST_CASES:-256}"
+source scripts/rocksdb-once.sh
 
 moto_pid=""
 cleanup() { [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true; }

@@ -230,7 +230,10 @@ pub trait StateBackendFactory: Send + Sync {
 
     /// A backend owning `range` holding exactly the key groups of `range` found in `handles`
     /// (snapshots of old subtasks, any parallelism). Reads only those key groups' bytes.
-    /// The default creates an empty backend and applies canonical/changelog handles.
+    /// The handles must be disjoint and, unless there are none, cover `range`
+    /// ([`crate::snapshot::check_handles`]). The default creates an empty backend and applies
+    /// canonical/changelog handles through [`crate::snapshot::restore_into`], which checks
+    /// every file and row first.
     fn restore(
         &self,
         max: MaxParallelism,

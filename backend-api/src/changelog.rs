@@ -18,17 +18,36 @@
 //! Change tracking is the backend's: it must know, per checkpoint, which (state, key group,
 //! key, namespace) changed, and keep the changes of pending and aborted checkpoints until a
 //! later checkpoint completes. [`ChangeLog`] is a ready implementation.
+//!
+//! ## When a chain ends (the same rule for every backend)
+//!
+//! A delta is only as good as the files it builds on, and the coordinator's retention deletes
+//! shared files no retained checkpoint references. Notices can be lost, late, duplicated or
+//! reordered, so the chain never trusts its base longer than it must:
+//! - A **completed full checkpoint** ends the chain (its files are not the chain's, and once it
+//!   completes, retention may drop every checkpoint that referenced the old base). Register
+//!   full checkpoints with [`ChangelogChain::record_full`]; a backend whose full checkpoint is
+//!   itself a base (written with [`ChangelogPlan::Base`]) needs nothing more.
+//! - An **aborted checkpoint newer than the base** ends the chain: the coordinator may have
+//!   refused it because a file of the chain is gone (e.g. after a lost completion notice).
+//! - Before a delta is uploaded, [`ChangelogSnapshotJob`] checks that every file of its chain
+//!   still exists with its size; if one is gone, the chain ends and the checkpoint fails with
+//!   [`Error::CheckpointState`]. Shared files are deleted only while no checkpoint is pending
+//!   ([`crate::lifecycle`]), so a check made after the checkpoint began cannot be overtaken.
+//!
+//! So whatever happens to notices, at most one checkpoint attempt fails before the next
+//! writes a new base.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::backend::{BoxFuture, KeyedSnapshotView, SnapshotJob};
 use crate::checkpoint::{CheckpointId, CheckpointStorage, FileRef, KeyedStateHandle};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key_groups::{KeyGroup, KeyGroupRange};
-use crate::snapshot::{write_and_upload, SnapshotFileKind};
+use crate::snapshot::{lineage_name, write_and_upload_with, FileLineage, SnapshotFileKind};
 use crate::state::StateId;
 
 /// When to write a new base instead of another delta.
@@ -83,6 +102,22 @@ impl ChainFiles {
 struct ChainState {
     completed: Option<(CheckpointId, ChainFiles)>,
     pending: BTreeMap<CheckpointId, ChainFiles>,
+    /// Full checkpoints outside the chain, taken and neither completed nor aborted.
+    pending_full: BTreeSet<CheckpointId>,
+}
+
+impl ChainState {
+    /// True when `id` is newer than the chain's base (or there is no base).
+    fn newer_than_base(&self, id: CheckpointId) -> bool {
+        self.completed.as_ref().is_none_or(|(base, _)| *base < id)
+    }
+
+    /// Ends the chain because of checkpoint `at`: checkpoints taken before it were planned
+    /// on the old base, so a late completion notice of one must not revive it.
+    fn end(&mut self, at: CheckpointId) {
+        self.completed = None;
+        self.pending.retain(|p, _| *p > at);
+    }
 }
 
 /// Tracks the chain of completed and pending incremental checkpoints of one backend.
@@ -133,25 +168,81 @@ impl ChangelogChain {
         self.state.lock().pending.insert(id, files);
     }
 
-    /// Checkpoint `id` completed: its chain becomes the base of later deltas. Pending
-    /// checkpoints older than `id` are dropped (they can no longer complete usefully).
-    /// Returns false when `id` was not a pending checkpoint of this chain.
+    /// Records that the backend took full checkpoint `id` outside the chain: if it
+    /// completes, the chain ends (see the module docs).
+    pub fn record_full(&self, id: CheckpointId) {
+        self.state.lock().pending_full.insert(id);
+    }
+
+    /// Checkpoint `id` completed. A chain checkpoint becomes the base of later deltas (true
+    /// is returned); a full checkpoint newer than the base ends the chain. Pending checkpoints
+    /// older than `id` are dropped (they can no longer complete usefully). Duplicated, late
+    /// and unknown notices change nothing and return false.
     pub fn complete(&self, id: CheckpointId) -> bool {
         let mut state = self.state.lock();
+        let full = state.pending_full.remove(&id);
+        state.pending_full.retain(|p| *p > id);
+        if full {
+            if state.newer_than_base(id) {
+                state.end(id);
+            }
+            return false;
+        }
         let Some(files) = state.pending.remove(&id) else {
             return false;
         };
-        if state.completed.as_ref().is_none_or(|(c, _)| *c < id) {
+        if state.newer_than_base(id) {
             state.completed = Some((id, files));
         }
         state.pending.retain(|p, _| *p > id);
         true
     }
 
-    /// Checkpoint `id` was aborted: it never becomes a base.
+    /// Checkpoint `id` was aborted: it never becomes a base, and if it is newer than the base
+    /// (other than a full checkpoint), the chain ends: the coordinator may have refused it
+    /// because a file of the chain is gone.
     pub fn abort(&self, id: CheckpointId) {
-        self.state.lock().pending.remove(&id);
+        let mut state = self.state.lock();
+        state.pending.remove(&id);
+        let full = state.pending_full.remove(&id);
+        if !full && state.newer_than_base(id) {
+            state.end(id);
+        }
     }
+
+    /// Ends the chain because checkpoint `at` could not build on it: the next incremental
+    /// checkpoint writes a new base, and checkpoints taken before `at` never become bases.
+    pub fn reset(&self, at: CheckpointId) {
+        self.state.lock().end(at);
+    }
+}
+
+/// Fails (and ends the chain) unless every file of `chain` exists with the size it had.
+async fn check_chain_files(
+    storage: &CheckpointStorage,
+    chain: &ChainFiles,
+    owner: &ChangelogChain,
+    checkpoint_id: CheckpointId,
+) -> Result<()> {
+    for file in std::iter::once(&chain.base).chain(chain.deltas.iter()) {
+        let found = storage.size_of(&file.path).await?;
+        if found != Some(file.size) {
+            owner.reset(checkpoint_id);
+            let what = match found {
+                None => "is gone".to_string(),
+                Some(size) => format!("has {size} bytes instead of {}", file.size),
+            };
+            return Err(Error::CheckpointState {
+                id: checkpoint_id.0,
+                state: "not written",
+                reason: format!(
+                    "its incremental base file {} {what} (retention deleted it after a completion notice this backend did not receive); the next checkpoint writes a new base",
+                    file.path
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The async half of an incremental changelog checkpoint.
@@ -215,10 +306,16 @@ impl SnapshotJob for ChangelogSnapshotJob {
             let range = self.view.key_group_range();
             let files = match self.plan {
                 ChangelogPlan::Base => {
-                    let base = write_and_upload(
+                    // Lineage lets restore detect a missing or reordered delta.
+                    let lineage = FileLineage {
+                        checkpoint_id: self.checkpoint_id,
+                        previous: None,
+                    };
+                    let base = write_and_upload_with(
                         &storage,
                         self.view.as_ref(),
                         SnapshotFileKind::Full,
+                        Some(lineage),
                         &path,
                         true,
                     )
@@ -230,10 +327,17 @@ impl SnapshotJob for ChangelogSnapshotJob {
                     }
                 }
                 ChangelogPlan::Delta { chain, .. } => {
-                    let delta = write_and_upload(
+                    check_chain_files(&storage, &chain, &self.chain, self.checkpoint_id).await?;
+                    let previous = chain.deltas.last().unwrap_or(&chain.base);
+                    let lineage = FileLineage {
+                        checkpoint_id: self.checkpoint_id,
+                        previous: Some(lineage_name(previous).to_string()),
+                    };
+                    let delta = write_and_upload_with(
                         &storage,
                         self.view.as_ref(),
                         SnapshotFileKind::Delta,
+                        Some(lineage),
                         &path,
                         true,
                     )
@@ -364,6 +468,97 @@ mod tests {
         chain.record_pending(CheckpointId(4), two);
         chain.complete(CheckpointId(4));
         assert_eq!(chain.plan(), ChangelogPlan::Base, "two deltas: re-base");
+    }
+
+    fn base_of(chain: &ChangelogChain) -> Option<CheckpointId> {
+        match chain.plan() {
+            ChangelogPlan::Base => None,
+            ChangelogPlan::Delta { since, .. } => Some(since),
+        }
+    }
+
+    #[test]
+    fn full_completions_and_newer_aborts_end_the_chain() {
+        let chain = ChangelogChain::new(ChangelogPolicy::default());
+        let files = ChainFiles {
+            key_group_range: KeyGroupRange::new(0, 3).unwrap(),
+            base: file("b", 100),
+            deltas: vec![],
+        };
+        chain.record_pending(CheckpointId(1), files.clone());
+        assert!(chain.complete(CheckpointId(1)));
+        assert_eq!(base_of(&chain), Some(CheckpointId(1)));
+
+        // A full checkpoint that completes ends the chain; its duplicate notice is harmless.
+        chain.record_full(CheckpointId(2));
+        assert!(!chain.complete(CheckpointId(2)));
+        assert_eq!(base_of(&chain), None);
+        assert!(!chain.complete(CheckpointId(2)));
+
+        // An aborted full checkpoint does not end it.
+        chain.record_pending(CheckpointId(3), files.clone());
+        assert!(chain.complete(CheckpointId(3)));
+        chain.record_full(CheckpointId(4));
+        chain.abort(CheckpointId(4));
+        assert_eq!(base_of(&chain), Some(CheckpointId(3)));
+
+        // A late notice of an older full checkpoint does not end the newer chain.
+        chain.record_full(CheckpointId(5));
+        chain.record_pending(CheckpointId(6), files.clone());
+        assert!(chain.complete(CheckpointId(6)));
+        assert!(!chain.complete(CheckpointId(5)));
+        assert_eq!(base_of(&chain), Some(CheckpointId(6)));
+
+        // An abort older than the base (subsumed, or a duplicate) changes nothing; a newer
+        // one (a delta the coordinator refused) ends the chain.
+        chain.abort(CheckpointId(5));
+        chain.abort(CheckpointId(6));
+        assert_eq!(base_of(&chain), Some(CheckpointId(6)));
+        chain.abort(CheckpointId(7));
+        assert_eq!(base_of(&chain), None);
+
+        // A checkpoint taken before the chain ended never becomes a base, even if its
+        // completion notice arrives late: it was planned on the old base.
+        chain.record_pending(CheckpointId(8), files.clone());
+        chain.abort(CheckpointId(9));
+        assert!(!chain.complete(CheckpointId(8)));
+        assert_eq!(base_of(&chain), None);
+        chain.record_pending(CheckpointId(10), files.clone());
+        chain.record_full(CheckpointId(11));
+        assert!(!chain.complete(CheckpointId(11)));
+        assert!(
+            !chain.complete(CheckpointId(10)),
+            "subsumed by the full checkpoint"
+        );
+        assert_eq!(base_of(&chain), None);
+    }
+
+    #[test]
+    fn a_delta_on_a_deleted_base_fails_once_and_the_chain_restarts() {
+        let storage = CheckpointStorage::in_memory();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let base = rt
+            .block_on(storage.put("shared/base", bytes::Bytes::from_static(b"0123"), true))
+            .unwrap();
+        let chain = ChangelogChain::new(ChangelogPolicy::default());
+        let files = ChainFiles {
+            key_group_range: KeyGroupRange::new(0, 3).unwrap(),
+            base,
+            deltas: vec![],
+        };
+        chain.record_pending(CheckpointId(1), files.clone());
+        assert!(chain.complete(CheckpointId(1)));
+        rt.block_on(check_chain_files(&storage, &files, &chain, CheckpointId(2)))
+            .unwrap();
+        assert_eq!(base_of(&chain), Some(CheckpointId(1)));
+        rt.block_on(storage.delete("shared/base")).unwrap();
+        let err = rt
+            .block_on(check_chain_files(&storage, &files, &chain, CheckpointId(2)))
+            .unwrap_err();
+        assert!(matches!(err, Error::CheckpointState { id: 2, .. }), "{err}");
+        assert_eq!(base_of(&chain), None, "the next checkpoint writes a base");
     }
 
     #[test]

@@ -114,6 +114,19 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("this checkpoint coordinator (epoch {epoch}) was fenced off by a newer coordinator (epoch {newer}) of the same checkpoint storage: it publishes and deletes nothing any more; stop it and let the newer one run the job (one storage root belongs to one coordinator)")]
+    Fenced { epoch: u64, newer: u64 },
+
+    #[error("checkpoint storage {store} does not support create-only writes (conditional put), which flowstate needs to keep one coordinator per storage root and never overwrite a published manifest: enable them (S3: option aws_conditional_put=etag, the default, on a store that honours If-None-Match) or use another store: {source}")]
+    ConditionalPutUnsupported {
+        store: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("'{path}' is not a valid checkpoint storage path: {reason}")]
+    InvalidPath { path: String, reason: String },
+
     #[error("invalid checkpoint storage URL '{url}': {reason}")]
     InvalidStorageUrl { url: String, reason: String },
 

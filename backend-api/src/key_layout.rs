@@ -118,16 +118,23 @@ pub struct DecodedKey<'a> {
     pub prefix_len: usize,
 }
 
-/// Reads an unsigned LEB128 varint from the front of `bytes`; `None` when truncated or longer
-/// than 10 bytes.
+/// Reads an unsigned LEB128 varint from the front of `bytes`; `None` when truncated, longer
+/// than 10 bytes, beyond 64 bits, or not in the shortest form [`push_varint`] writes (bytes
+/// from disk have one encoding, so a damaged one is not silently read as another).
 pub fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
+    for i in 0..10 {
         let (&b, rest) = bytes.split_first()?;
         *bytes = rest;
-        value |= ((b & 0x7f) as u64) << shift;
+        let part = (b & 0x7f) as u64;
+        // The tenth byte holds bit 63 only.
+        if i == 9 && part > 1 {
+            return None;
+        }
+        value |= part << (7 * i);
         if b & 0x80 == 0 {
-            return Some(value);
+            // A final zero byte after the first would be an overlong encoding.
+            return (b != 0 || i == 0).then_some(value);
         }
     }
     None
@@ -213,5 +220,28 @@ mod tests {
         assert!(decode_key(&[0, 1, 0x80]).is_err());
         assert_eq!(prefix_successor(&[1, 0xff, 0xff]), Some(vec![2]));
         assert_eq!(prefix_successor(&[0xff]), None);
+    }
+
+    #[test]
+    fn varints_have_one_encoding() {
+        for value in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            push_varint(&mut out, value);
+            assert_eq!(out.len(), varint_len(value));
+            let mut rest = &out[..];
+            assert_eq!(read_varint(&mut rest), Some(value));
+            assert!(rest.is_empty());
+        }
+        // 5 as two bytes, 0 as two bytes, 2^64 (bit 64 in the tenth byte), eleven bytes.
+        let overlong: [&[u8]; 4] = [
+            &[0x85, 0x00],
+            &[0x80, 0x00],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            &[0xff; 11],
+        ];
+        for bytes in overlong {
+            assert_eq!(read_varint(&mut &bytes[..]), None, "{bytes:x?}");
+        }
+        assert!(decode_key(&[0, 1, 0x81, 0x00, b'k', 0]).is_err());
     }
 }

@@ -384,12 +384,12 @@ impl StoreInner {
     fn entry(&self, id: OperatorStateId) -> Result<&OperatorStateEntry> {
         self.states
             .get(id.index())
-            .ok_or(Error::UnknownStateId { id: id.0 })
+            .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
     fn entry_mut(&mut self, id: OperatorStateId) -> Result<&mut OperatorStateEntry> {
         self.states
             .get_mut(id.index())
-            .ok_or(Error::UnknownStateId { id: id.0 })
+            .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
 }
 

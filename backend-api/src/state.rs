@@ -201,7 +201,7 @@ impl StateRegistry {
             .states
             .get(id.index())
             .cloned()
-            .ok_or(Error::UnknownStateId { id: id.0 })
+            .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
 
     pub fn kind(&self, id: StateId) -> Result<StateKind> {
@@ -210,7 +210,7 @@ impl StateRegistry {
             .states
             .get(id.index())
             .map(|m| m.kind)
-            .ok_or(Error::UnknownStateId { id: id.0 })
+            .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
 
     pub fn id_of(&self, name: &str) -> Option<StateId> {

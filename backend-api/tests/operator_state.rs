@@ -10,9 +10,9 @@ use flowstate_api::operator::{
     OPERATOR_STATE_FORMAT_VERSION,
 };
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, Error, FileRef, KeyGroupRange,
-    MaxParallelism, OperatorStateMetadata, OperatorStateMode, OperatorStateSnapshot,
-    OperatorStateStore, Parallelism, Redistribution, SubtaskStateHandle,
+    CheckpointId, CheckpointManifest, CheckpointStorage, Error, FileRef, MaxParallelism,
+    OperatorStateMetadata, OperatorStateMode, OperatorStateSnapshot, OperatorStateStore,
+    Parallelism, Redistribution, SubtaskStateHandle,
 };
 use serde::Serialize;
 
@@ -713,7 +713,8 @@ async fn write_read_and_restore_through_checkpoint_storage() {
     let max = MaxParallelism::new(8).unwrap();
     let subtask = |i: u32, operator: Option<FileRef>| SubtaskStateHandle {
         subtask_index: i,
-        key_group_range: KeyGroupRange::new(i, i).unwrap(),
+        key_group_range: flowstate_api::key_groups::key_group_range_for_operator(max, p(3), i)
+            .unwrap(),
         keyed: None,
         operator,
     };

@@ -1,7 +1,9 @@
 //! Checkpoint storage against a real S3-compatible server (moto, started by
 //! `scripts/test.sh`, which exports `FLOWSTATE_S3_ENDPOINT` and creates bucket
-//! `flowstate-test`). Without the variable the test is skipped, except in CI, where a missing
-//! server is a failure.
+//! `flowstate-test`). Without the variable the tests are skipped, except in CI (`CI` set),
+//! where a missing server is a failure.
+
+mod support;
 
 use bytes::Bytes;
 use flowstate_api::checkpoint::SubtaskStateHandle;
@@ -12,7 +14,7 @@ use flowstate_api::{
 fn s3_storage() -> Option<CheckpointStorage> {
     let Ok(endpoint) = std::env::var("FLOWSTATE_S3_ENDPOINT") else {
         assert!(
-            std::env::var("CI").is_err(),
+            std::env::var_os("CI").is_none(),
             "CI must run the S3 tests: run them through scripts/test.sh, which starts moto"
         );
         eprintln!("FLOWSTATE_S3_ENDPOINT is not set: skipping the S3 test");
@@ -72,9 +74,29 @@ fn checkpoint_storage_on_s3() {
             storage.write_manifest(&manifest).await.unwrap();
             assert_eq!(storage.list_checkpoints().await.unwrap(), vec![id]);
             assert_eq!(storage.read_manifest(id).await.unwrap(), manifest);
+            // Manifests are create-only: another manifest for the id is refused, the same
+            // one again (a retried write) is fine.
+            storage.write_manifest(&manifest).await.unwrap();
+            let mut other = manifest.clone();
+            other.subtasks[0].operator = None;
+            assert!(matches!(
+                storage.write_manifest(&other).await,
+                Err(flowstate_api::Error::CheckpointState {
+                    state: "already published",
+                    ..
+                })
+            ));
+            assert_eq!(storage.read_manifest(id).await.unwrap(), manifest);
             let listed = storage.list("shared").await.unwrap();
             assert_eq!(listed, vec![(file.path.clone(), 40_000)]);
             storage.delete(&file.path).await.unwrap();
             assert_eq!(storage.size_of(&file.path).await.unwrap(), None);
         });
+}
+
+/// The second of two lifecycles on one S3 prefix fences the first (conditional puts).
+#[test]
+fn a_second_lifecycle_fences_the_first_on_s3() {
+    let Some(storage) = s3_storage() else { return };
+    support::block_on(support::two_lifecycles_on_one_root(storage));
 }

@@ -1,6 +1,6 @@
 //! [`HeapBackend`]: keyed state in memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flowstate_api::changelog::{
@@ -66,6 +66,9 @@ pub struct HeapStats {
     pub live_snapshots: usize,
 }
 
+/// Change records are never a reason to re-base below this many (small states churn).
+const MIN_RECORDS_BEFORE_REBASE: usize = 4096;
+
 /// Incremental checkpoint bookkeeping: which snapshot epoch each checkpoint captured.
 #[derive(Debug, Default)]
 pub(crate) struct Checkpoints {
@@ -77,11 +80,6 @@ pub(crate) struct Checkpoints {
     forgotten_through: u64,
     /// `since` epochs of live delta views: their changes are kept until the view is dropped.
     delta_floors: BTreeMap<u64, usize>,
-    /// Full (canonical) checkpoints taken and not yet completed or aborted.
-    pending_full: BTreeSet<CheckpointId>,
-    /// The newest completed full checkpoint: once it is newer than the chain's base,
-    /// retention may delete the chain's files, so the next incremental checkpoint re-bases.
-    newest_full_completed: Option<CheckpointId>,
 }
 
 pub(crate) struct Inner {
@@ -264,7 +262,7 @@ impl Inner {
     fn table(&self, state: StateId) -> Result<&StateTable> {
         self.tables
             .get(state.index())
-            .ok_or(Error::UnknownStateId { id: state.0 })
+            .ok_or_else(|| Error::UnknownStateId { id: state.0 })
     }
 
     #[cold]
@@ -424,10 +422,45 @@ impl Inner {
         }
     }
 
-    /// Drops change records every possible delta base already holds.
+    /// Follows the chain after a notice or a re-base: without a completed base no delta can
+    /// be written, so no change needs to be kept (see `ChangelogChain` for when a chain ends).
+    fn sync_with_chain(&self, checkpoints: &mut Checkpoints) {
+        let base = self.chain.last_completed();
+        if checkpoints
+            .completed
+            .is_some_and(|(id, _)| Some(id) != base)
+        {
+            checkpoints.completed = None;
+        }
+        self.forget_changes(checkpoints);
+    }
+
+    /// True when the change records outgrow the live entries: a delta would carry more
+    /// than a base, and records of keys created and deleted since the base would otherwise
+    /// pile up for as long as no incremental checkpoint completes.
+    fn changes_outgrow_state(&self) -> bool {
+        fn add<V>(tables: &KgTables<V>, records: &mut usize, entries: &mut usize) {
+            for (_, table) in tables.created() {
+                *records += table.changes().lock().len();
+                *entries += table.map.len();
+            }
+        }
+        let (mut records, mut entries) = (0, 0);
+        for (_, table) in self.tables.iter() {
+            match &table.storage {
+                Storage::Bytes(t) => add(t, &mut records, &mut entries),
+                Storage::Map(t) => add(t, &mut records, &mut entries),
+            }
+        }
+        records > MIN_RECORDS_BEFORE_REBASE.max(2 * entries)
+    }
+
+    /// Drops change records every possible delta base already holds (all of them when there
+    /// is no base), except what a live delta view still reads.
     fn forget_changes(&self, checkpoints: &mut Checkpoints) {
-        let Some((_, completed)) = checkpoints.completed else {
-            return;
+        let completed = match checkpoints.completed {
+            Some((_, epoch)) => epoch,
+            None => self.epochs.newest_sealed(),
         };
         let floor = checkpoints
             .delta_floors
@@ -555,16 +588,10 @@ impl KeyedStateBackend for HeapBackend {
         inner.check_owned(key.key_group())?;
         let tables = inner.bytes(state, StorageLayout::Value, "get")?;
         // Decoded under the entry's shard lock: no copy of the value.
-        let found = tables
-            .get(key.key_group())
-            .and_then(|t| {
-                t.read(key.key(), namespace, |cell| {
-                    cell.current().map(|v| read(Some(v)))
-                })
-            })
-            .flatten();
-        match found {
-            Some(outcome) => outcome,
+        match tables.get(key.key_group()) {
+            Some(table) => table.read_or_absent(key.key(), namespace, |cell| {
+                read(cell.and_then(Cell::current))
+            }),
             None => read(None),
         }
     }
@@ -862,16 +889,11 @@ impl StateBackend for HeapBackend {
         if request.kind == SnapshotKind::Incremental && inner.config.change_tracking {
             let mut checkpoints = inner.checkpoints.lock();
             inner.epochs.start_tracking();
-            let plan = match inner.chain.plan() {
-                ChangelogPlan::Delta { since, .. }
-                    if checkpoints
-                        .newest_full_completed
-                        .is_some_and(|full| full > since) =>
-                {
-                    ChangelogPlan::Base
-                }
-                plan => plan,
-            };
+            if inner.changes_outgrow_state() {
+                inner.chain.reset(request.checkpoint_id);
+                inner.sync_with_chain(&mut checkpoints);
+            }
+            let plan = inner.chain.plan();
             let (view, plan) = match plan {
                 ChangelogPlan::Delta { since, .. } => {
                     match inner.delta_base_epoch(&checkpoints, since) {
@@ -898,11 +920,7 @@ impl StateBackend for HeapBackend {
             )));
         }
         let view = HeapSnapshotView::full(inner.clone());
-        inner
-            .checkpoints
-            .lock()
-            .pending_full
-            .insert(request.checkpoint_id);
+        inner.chain.record_full(request.checkpoint_id);
         let path = CheckpointStorage::exclusive_path(
             request.checkpoint_id,
             &format!("keyed-heap-sub{}.fsnap", request.subtask_index),
@@ -914,34 +932,25 @@ impl StateBackend for HeapBackend {
         let inner = &self.inner;
         let mut checkpoints = inner.checkpoints.lock();
         let epoch = checkpoints.pending.remove(&id);
-        if checkpoints.pending_full.remove(&id)
-            && checkpoints
-                .newest_full_completed
-                .is_none_or(|full| full < id)
-        {
-            checkpoints.newest_full_completed = Some(id);
-        }
         // Older pending checkpoints are subsumed: they will never complete.
         checkpoints.pending.retain(|p, _| *p > id);
-        checkpoints.pending_full.retain(|p| *p > id);
-        // Only a checkpoint of the chain is a base; a full (savepoint) snapshot is not, so
-        // its changes stay tracked.
+        // A chain checkpoint becomes the base; a completed full one ends the chain.
         if inner.chain.complete(id) {
             if let Some(epoch) = epoch {
                 if checkpoints.completed.is_none_or(|(c, _)| c < id) {
                     checkpoints.completed = Some((id, epoch));
                 }
-                inner.forget_changes(&mut checkpoints);
             }
         }
+        inner.sync_with_chain(&mut checkpoints);
         Ok(())
     }
 
     fn notify_checkpoint_aborted(&self, id: CheckpointId) -> Result<()> {
         let mut checkpoints = self.inner.checkpoints.lock();
         checkpoints.pending.remove(&id);
-        checkpoints.pending_full.remove(&id);
         self.inner.chain.abort(id);
+        self.inner.sync_with_chain(&mut checkpoints);
         Ok(())
     }
 }

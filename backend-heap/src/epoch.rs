@@ -91,6 +91,11 @@ impl Epochs {
         }
     }
 
+    /// The newest epoch a snapshot may have pinned: writes from now on are stamped later.
+    pub(crate) fn newest_sealed(&self) -> u64 {
+        self.write.load(Ordering::Acquire).saturating_sub(1)
+    }
+
     /// Number of live snapshot pins.
     pub(crate) fn live_count(&self) -> usize {
         self.live.lock().values().sum()

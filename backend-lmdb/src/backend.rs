@@ -478,7 +478,7 @@ impl LmdbBackend {
         let db = inner
             .dbs
             .get(state.index())
-            .ok_or(Error::UnknownStateId { id: state.0 })?
+            .ok_or_else(|| Error::UnknownStateId { id: state.0 })?
             .db;
         let txn = inner
             .env
@@ -536,7 +536,7 @@ impl LmdbBackend {
         let db = *inner
             .dbs
             .get(state.index())
-            .ok_or(Error::UnknownStateId { id: state.0 })?;
+            .ok_or_else(|| Error::UnknownStateId { id: state.0 })?;
         match layout {
             Some(wanted) if wanted != db.layout => {
                 let meta = self.registry.get(state)?;

@@ -155,7 +155,7 @@ impl KeyedSnapshotView for LmdbSnapshotView {
             self.dbs
                 .get(state.index())
                 .copied()
-                .ok_or(Error::UnknownStateId { id: state.0 })
+                .ok_or_else(|| Error::UnknownStateId { id: state.0 })
         };
         match &self.changes {
             None => {

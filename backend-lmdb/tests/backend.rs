@@ -786,7 +786,7 @@ fn incremental_checkpoint_after_changing_one_percent_uploads_little() {
 }
 
 #[test]
-fn aborted_and_pending_changes_reach_the_next_delta() {
+fn pending_changes_reach_the_next_delta_and_a_newer_abort_rebases() {
     let (f, b) = backend(LmdbConfig::default());
     let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
     let storage = CheckpointStorage::in_memory();
@@ -797,11 +797,11 @@ fn aborted_and_pending_changes_reach_the_next_delta() {
     );
     b.notify_checkpoint_complete(CheckpointId(1)).unwrap();
     b.put(v, &key(2), b"", b"2").unwrap();
+    // Checkpoint 2 never hears back: its changes stay tracked.
     run(
         b.snapshot(&request(2, SnapshotKind::Incremental)).unwrap(),
         &storage,
     );
-    b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
     b.remove(v, &key(1), b"").unwrap();
     let job = b.snapshot(&request(3, SnapshotKind::Incremental)).unwrap();
     b.put(v, &key(4), b"", b"after the barrier").unwrap();
@@ -809,11 +809,7 @@ fn aborted_and_pending_changes_reach_the_next_delta() {
     let KeyedStateHandle::Changelog { deltas, .. } = &handle else {
         panic!("expected a delta, got {handle:?}")
     };
-    assert_eq!(
-        deltas.len(),
-        1,
-        "the aborted checkpoint is not in the chain"
-    );
+    assert_eq!(deltas.len(), 1, "a delta on base 1: 2 never completed");
     let restored = runtime()
         .block_on(f.restore(max(), max().full_range(), &storage, &[handle]))
         .unwrap();
@@ -824,6 +820,27 @@ fn aborted_and_pending_changes_reach_the_next_delta() {
     );
     assert_eq!(restored.get(v, &key(2), b"").unwrap(), Some(b"2".to_vec()));
     assert_eq!(restored.get(v, &key(4), b"").unwrap(), None);
+
+    // An abort newer than the base (the coordinator may have refused it because a file of
+    // the chain is gone) ends the chain: the next checkpoint is a new base holding everything.
+    b.notify_checkpoint_aborted(CheckpointId(3)).unwrap();
+    let handle = run(
+        b.snapshot(&request(4, SnapshotKind::Incremental)).unwrap(),
+        &storage,
+    );
+    let KeyedStateHandle::Changelog { deltas, .. } = &handle else {
+        panic!("expected a changelog handle, got {handle:?}")
+    };
+    assert!(deltas.is_empty(), "a new base after the abort");
+    let restored = runtime()
+        .block_on(f.restore(max(), max().full_range(), &storage, &[handle]))
+        .unwrap();
+    assert_eq!(restored.get(v, &key(1), b"").unwrap(), None);
+    assert_eq!(restored.get(v, &key(2), b"").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(
+        restored.get(v, &key(4), b"").unwrap(),
+        Some(b"after the barrier".to_vec())
+    );
 }
 
 #[test]

@@ -352,7 +352,7 @@ impl RocksDbBackend {
             let table = table.read();
             let entry = table
                 .get(state.index())
-                .ok_or(Error::UnknownStateId { id: state.0 })?;
+                .ok_or_else(|| Error::UnknownStateId { id: state.0 })?;
             if let Some(layout) = layout {
                 if entry.kind.layout() != layout {
                     return Err(self.unsupported(state, operation, entry.kind));
@@ -742,7 +742,7 @@ impl KeyedStateBackend for RocksDbBackend {
             for row in rows {
                 let entry = table
                     .get(row.state.index())
-                    .ok_or(Error::UnknownStateId { id: row.state.0 })?;
+                    .ok_or_else(|| Error::UnknownStateId { id: row.state.0 })?;
                 let cf = &entry.handle;
                 raw.clear();
                 keys::push_prefix(&mut raw, key_group, row.key, row.namespace);

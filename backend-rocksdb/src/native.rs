@@ -64,8 +64,14 @@ impl CheckpointTracker {
         self.pending.retain(|pending, _| *pending > id);
     }
 
+    /// Checkpoint `id` was aborted. One newer than the base empties the base, the rule of
+    /// `flowstate_api::changelog::ChangelogChain::abort`: the coordinator may have refused it
+    /// because a file of the base is gone (e.g. after a lost completion notice).
     pub(crate) fn abort(&mut self, id: CheckpointId) {
         self.pending.remove(&id);
+        if self.confirmed_id.is_none_or(|c| c < id) {
+            self.confirmed = Arc::default();
+        }
     }
 
     /// After a restore: the restored checkpoint (completed) is the base of the next one.
@@ -229,7 +235,19 @@ impl NativeSnapshotJob {
         for entry in entries {
             let local_name = entry.file_name().to_string_lossy().into_owned();
             let uploaded = if local_name.ends_with(".sst") {
-                let uploaded = match self.base.get(&local_name) {
+                // A base file is reused only while it still exists: retention may have deleted
+                // it after a completion notice this backend did not receive. Shared files are
+                // deleted only while no checkpoint is pending, so the check cannot be
+                // overtaken; it costs one HEAD per reused file.
+                let reusable = match self.base.get(&local_name) {
+                    Some(reused)
+                        if storage.size_of(&reused.file.path).await? == Some(reused.file.size) =>
+                    {
+                        Some(reused)
+                    }
+                    _ => None,
+                };
+                let uploaded = match reusable {
                     Some(reused) => reused.clone(),
                     None => {
                         // The checkpoint id makes every upload's name unique: a file an
@@ -324,34 +342,35 @@ pub(crate) async fn restore(
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
 ) -> Result<RocksDbBackend> {
+    // The handles together (natives too) before anything is downloaded: disjoint, covering
+    // `range`, at `max`.
+    flowstate_api::snapshot::check_max_parallelism(max, storage, handles).await?;
+    flowstate_api::snapshot::check_handles(max, range, handles)?;
     let mut natives = Vec::new();
-    let mut others = Vec::new();
     for handle in handles {
-        match handle {
-            KeyedStateHandle::Native {
-                backend,
-                max_parallelism,
-                ..
-            } => {
-                if backend != BACKEND_NAME {
-                    return Err(Error::UnsupportedHandle {
-                        handle: handle.describe(),
-                        reason: format!(
-                            "it is a native {backend} snapshot; restore it with the {backend} backend or take a canonical (savepoint) snapshot"
-                        ),
-                    });
-                }
-                if *max_parallelism != max {
-                    return Err(Error::MaxParallelismMismatch {
-                        snapshot: max_parallelism.get(),
-                        configured: max.get(),
-                    });
-                }
-                if handle.key_group_range().intersection(&range).is_some() {
-                    natives.push(handle);
-                }
+        if let KeyedStateHandle::Native {
+            backend,
+            max_parallelism,
+            ..
+        } = handle
+        {
+            if backend != BACKEND_NAME {
+                return Err(Error::UnsupportedHandle {
+                    handle: handle.describe(),
+                    reason: format!(
+                        "it is a native {backend} snapshot; restore it with the {backend} backend or take a canonical (savepoint) snapshot"
+                    ),
+                });
             }
-            other => others.push(other.clone()),
+            if *max_parallelism != max {
+                return Err(Error::MaxParallelismMismatch {
+                    snapshot: max_parallelism.get(),
+                    configured: max.get(),
+                });
+            }
+            if handle.key_group_range().intersection(&range).is_some() {
+                natives.push(handle);
+            }
         }
     }
     let overlap = |h: &KeyedStateHandle| {
@@ -374,7 +393,7 @@ pub(crate) async fn restore(
             copy_from_handle(&backend, storage, handle).await?;
         }
     }
-    flowstate_api::snapshot::restore_into(&backend, storage, &others).await?;
+    flowstate_api::snapshot::restore_canonical_into(&backend, storage, handles).await?;
     Ok(backend)
 }
 
@@ -625,5 +644,11 @@ mod tests {
         t.complete(CheckpointId(3));
         assert!(t.base().contains_key("d.sst"));
         assert!(t.pending.is_empty());
+        // An abort older than the base changes nothing; a newer one (maybe refused because
+        // a base file is gone) empties the base.
+        t.abort(CheckpointId(3));
+        assert!(t.base().contains_key("d.sst"));
+        t.abort(CheckpointId(5));
+        assert!(t.base().is_empty(), "a newer abort ends the base");
     }
 }

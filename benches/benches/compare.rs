@@ -36,6 +36,7 @@ fn compare(c: &mut Criterion) {
         "building the workload",
         Workload::new(sizes.preload, sizes.fresh),
     );
+    let whole = workload.whole();
     let mut subjects = must("preloading the backends", all_backends(&workload));
     for subject in &mut subjects {
         must("checking the preload", subject.check());
@@ -66,7 +67,7 @@ fn compare(c: &mut Criterion) {
                             time_updates(subject.value(), &mut walk, iters)
                         }
                         Op::Value(ValueOp::Insert) => {
-                            time_inserts(subject.value(), iters, sizes.fresh)
+                            time_inserts(subject.value(), iters, whole.fresh())
                         }
                         Op::ListAppend => time_list_appends(subject, &mut walk, iters, sizes.fresh),
                         Op::MapGet => time_map_gets(subject, &mut walk, iters),

@@ -6,18 +6,31 @@
 //! (foldhash; dashmap's default SipHash would make the baseline slower than it need be).
 //! Reads decode the value in place, updates rewrite the value buffer in place (as the backend
 //! does), inserts clone the precomputed key into the map.
+//!
+//! The list, map and reducing baselines ([`families`]) use the same map type and hasher:
+//! - list: one value per key in `list_encoding` form, appended to in place through one
+//!   `get_mut` (the backend appends in place too);
+//! - map: a map per key (`DashMap<key, HashMap<user key, value>>`, foldhash both). A hash map
+//!   cannot list the entries under a key prefix, so a composite-key map (key ‖ user key) could
+//!   not serve "all entries of a map"; a map per key is what a hand-written operator on a hash
+//!   map would use, and what the heap backend does;
+//! - reducing: read, fold and write back in place through one `get_mut`.
 
-use std::ops::Range;
+pub mod families;
+
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use flowstate_api::{MaxParallelism, StateBackendFactory};
 use flowstate_heap::HeapBackendFactory;
 
+pub use families::{RawDashMapList, RawDashMapMap, RawDashMapReducing};
+
 use crate::error::{BenchError, Result};
+use crate::store::{Family, Store};
 use crate::value::{
     decode_value, encode_value, initial_value, key_bytes, BackendUnderTest, FlowstateValue,
-    KeyWalk, ValueStore, Workload, MAX_VALUE_BYTES,
+    KeyWalk, ValueStore, Versions, Workload, MAX_VALUE_BYTES,
 };
 
 /// An empty heap backend (default configuration) owning every key group of `max`.
@@ -37,14 +50,26 @@ pub fn flowstate(workload: Arc<Workload>) -> Result<FlowstateValue> {
     FlowstateValue::preload(open(workload.max_parallelism())?, workload)
 }
 
-type RawMap = DashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState>;
+/// The raw baseline of `family`, preloaded with `workload`.
+pub fn raw(family: Family, workload: &Arc<Workload>) -> Result<Store> {
+    Ok(match family {
+        Family::Value => Store::Value(Box::new(RawDashMap::preload(workload)?)),
+        Family::List => Store::List(Box::new(RawDashMapList::preload(workload)?)),
+        Family::Map => Store::Map(Box::new(RawDashMapMap::preload(workload)?)),
+        Family::Reducing => Store::Reducing(Box::new(RawDashMapReducing::preload(workload)?)),
+    })
+}
+
+type Hasher = foldhash::fast::RandomState;
+type RawMap = DashMap<Vec<u8>, Vec<u8>, Hasher>;
 
 /// Raw `DashMap` baseline of the heap backend.
+#[derive(Clone)]
 pub struct RawDashMap {
-    map: RawMap,
-    keys: Vec<Vec<u8>>,
+    map: Arc<RawMap>,
+    keys: Arc<[Vec<u8>]>,
     preload: usize,
-    version: u64,
+    versions: Versions,
 }
 
 impl std::fmt::Debug for RawDashMap {
@@ -58,8 +83,8 @@ impl std::fmt::Debug for RawDashMap {
 impl RawDashMap {
     /// A map preloaded with the workload's keys and values.
     pub fn preload(workload: &Workload) -> Result<Self> {
-        let map = RawMap::with_hasher(foldhash::fast::RandomState::default());
-        let keys = key_bytes(workload);
+        let map = RawMap::with_hasher(Hasher::default());
+        let keys: Arc<[Vec<u8>]> = key_bytes(workload).into();
         let mut buf = [0u8; MAX_VALUE_BYTES];
         for (i, key) in keys.iter().take(workload.preload()).enumerate() {
             map.insert(
@@ -68,10 +93,10 @@ impl RawDashMap {
             );
         }
         Ok(Self {
-            map,
+            map: Arc::new(map),
             keys,
             preload: workload.preload(),
-            version: 0,
+            versions: Versions::default(),
         })
     }
 
@@ -114,26 +139,30 @@ impl ValueStore for RawDashMap {
     }
 
     fn update_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<()> {
-        self.version += 1;
+        let version = self.versions.next();
         for _ in 0..count {
             let i = walk.next();
-            self.put(i, initial_value(i) + self.version)?;
+            self.put(i, initial_value(i) + version)?;
         }
         Ok(())
     }
 
-    fn insert_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
-        for j in fresh {
+    fn insert_fresh(&mut self, fresh: &[usize]) -> Result<()> {
+        for &j in fresh {
             self.put(self.preload + j, j as u64)?;
         }
         Ok(())
     }
 
-    fn remove_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
-        for j in fresh {
+    fn remove_fresh(&mut self, fresh: &[usize]) -> Result<()> {
+        for &j in fresh {
             self.map.remove(self.keys[self.preload + j].as_slice());
         }
         Ok(())
+    }
+
+    fn fork(&self) -> Result<Box<dyn ValueStore>> {
+        Ok(Box::new(self.clone()))
     }
 }
 
@@ -150,5 +179,15 @@ mod tests {
         assert_same_behaviour(&mut ours, &mut raw, &workload);
         ours.set_layer(crate::value::Layer::Bytes);
         assert_same_behaviour(&mut ours, &mut raw, &workload);
+    }
+
+    #[test]
+    fn the_family_baselines_do_what_the_backend_does() {
+        let workload = Workload::new(3_000, 300).unwrap();
+        crate::store::assert_families_match(
+            &workload,
+            || open(workload.max_parallelism()),
+            |family| raw(family, &workload),
+        );
     }
 }

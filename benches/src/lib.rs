@@ -6,16 +6,32 @@
 //!
 //! | bench | what |
 //! |---|---|
-//! | `heap` | heap backend vs a raw `DashMap`: value get / update / add-new-key |
-//! | `rocksdb` | RocksDB backend vs raw `rocksdb`: the same, plus rescale restores 1→2 and 2→1 from native checkpoints vs a naive scan-and-filter restore |
-//! | `lmdb` | LMDB backend vs raw `heed`: value get / update / add-new-key |
+//! | `heap` | heap backend vs a raw `DashMap`: value get / update / add-new-key, list append / get, map get / put / entries, reducing add |
+//! | `rocksdb` | RocksDB backend vs raw `rocksdb`: value get / update / add-new-key, plus rescale restores 1→2 and 2→1 from native checkpoints vs a naive scan-and-filter restore |
+//! | `lmdb` | LMDB backend vs raw `heed`: the same operations as `heap` |
 //! | `compare` | the three backends side by side: value get / update / insert, list append, map get / put |
+//!
+//! `ratios` measures every operation of every family ([`store::Family`]: value, list, map,
+//! reducing) on every backend against its raw engine, with one thread and with several
+//! threads sharing one backend instance on disjoint key groups ([`workload::Part`],
+//! [`runner`]), and prints the table as text or markdown ([`report`]).
+//!
+//! Layout: [`workload`] (keys, walks, parts), [`subject`] (the backend under test and the
+//! layer), one module per family with its store trait, flowstate store and checks
+//! ([`value`], [`list`], [`map`], [`reducing`]), one module per backend with its raw
+//! baselines ([`heap_backend`], [`lmdb_backend`], `rocksdb_backend`), and [`store`], which puts
+//! every family behind one type.
 //!
 //! Fairness rules every comparison follows:
 //! - **Same bytes.** Keys are `u64`s encoded by `SerdeCodec<u64>`; the raw baselines store
 //!   under the exact key bytes the backend stores (the serialized key for the heap backend,
-//!   `flowstate_rocksdb::value_key` and `flowstate_lmdb::keys::value_key` for the others) and
-//!   the same value bytes, and encode/decode values as the typed layer does.
+//!   `flowstate_rocksdb::value_key` / `map_entry_key` and `flowstate_lmdb::keys::value_key` /
+//!   `map_entry_key` for the others) and the same value bytes (lists in `list_encoding` form,
+//!   map user keys `SerdeCodec<u32>`), and encode/decode values as the typed layer does.
+//! - **Same work.** Each baseline does what the backend must do for the operation, the way a
+//!   hand-written operator on the engine would (each backend module says how: e.g. RocksDB
+//!   appends with the same merge operator, LMDB reads and rewrites the list, the `DashMap`
+//!   folds in place).
 //! - **Same precomputation.** An engine computes a record's `KeyContext` once per record; the
 //!   workload computes them up front, and the baselines likewise their storage keys.
 //! - **Same engine settings.** Raw RocksDB uses the backend's exported options
@@ -25,6 +41,10 @@
 //! - **Same access order.** Reads and updates walk the preloaded keys in one scattered order
 //!   ([`value::KeyWalk`]); add-new-key inserts never-written keys and removes them again
 //!   untimed, so every measured insert creates a key.
+//! - **Checked results.** Reads return checksums, writes are read back untimed, and every
+//!   store is checked before and after a run (values present, lists back to their preloaded
+//!   elements, maps whole, reduced values summing to the preload plus the adds), so a broken
+//!   workload fails instead of reporting a fast time.
 //!
 //! The `rocksdb` feature (default) brings the RocksDB backend, its baseline and the rescale
 //! benchmark; without it the rest builds without compiling RocksDB's C++.
@@ -49,12 +69,20 @@
 pub mod compare;
 pub mod error;
 pub mod heap_backend;
+pub mod list;
 pub mod lmdb_backend;
+pub mod map;
+pub mod reducing;
+pub mod report;
 #[cfg(feature = "rocksdb")]
 pub mod rescale;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb_backend;
+pub mod runner;
 pub mod settings;
+pub mod store;
+pub mod subject;
 pub mod value;
+pub mod workload;
 
 pub use error::{BenchError, Result};

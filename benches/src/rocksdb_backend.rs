@@ -8,8 +8,23 @@
 //! like the backend's first state's (`s0`) and stores under exactly the key bytes the backend
 //! stores ([`flowstate_rocksdb::value_key`]), computed once per key up front. After the
 //! preload both sides flush and compact, so measurements start from the same on-disk shape.
+//!
+//! The list, map and reducing baselines ([`families`]) open their database the same way:
+//! - list: one value per key in `list_encoding` form; an append is a RocksDB **merge** of the
+//!   encoded element with the list-append merge operator the backend's options carry
+//!   (concatenation, which is append in that encoding). That is the engine's natural append
+//!   and what the backend does; a read-modify-write baseline would be slower than any
+//!   sensible hand-written operator, so it would flatter ours;
+//! - map: one entry per composite key ([`flowstate_rocksdb::map_entry_key`]: key group, key,
+//!   namespace, user key), read with a bounded iterator over the map's prefix, as the backend
+//!   does;
+//! - reducing: get, fold, put (a merge operator cannot run the user's fold).
+//!
+//! With several threads, forks of a baseline share the database (RocksDB is thread-safe) and
+//! each has its own read and write options.
 
-use std::ops::Range;
+pub mod families;
+
 use std::sync::Arc;
 
 use flowstate_api::{MaxParallelism, StateBackendFactory};
@@ -21,13 +36,16 @@ use rocksdb::{
     WriteOptions,
 };
 
+pub use families::{RawRocksDbList, RawRocksDbMap, RawRocksDbReducing};
+
 /// Raw RocksDB with plain column-family references (the backend itself is multi-threaded).
 type DB = DBWithThreadMode<SingleThreaded>;
 
 use crate::error::{BenchError, Result};
+use crate::store::{Family, Store};
 use crate::value::{
     decode_value, encode_value, initial_value, temp_dir, BackendUnderTest, FlowstateValue, KeyWalk,
-    ValueStore, Workload, MAX_VALUE_BYTES,
+    ValueStore, Versions, Workload, MAX_VALUE_BYTES,
 };
 
 /// The column family the backend creates for its first registered state (`s<state id>`, see
@@ -65,30 +83,36 @@ pub fn flowstate(workload: Arc<Workload>) -> Result<FlowstateValue> {
     FlowstateValue::preload(open(workload.max_parallelism())?, workload)
 }
 
-/// Raw RocksDB baseline of the RocksDB backend.
-pub struct RawRocksDb {
+/// The raw baseline of `family`, preloaded with `workload`, flushed and compacted.
+pub fn raw(family: Family, workload: &Arc<Workload>) -> Result<Store> {
+    Ok(match family {
+        Family::Value => Store::Value(Box::new(RawRocksDb::preload(workload)?)),
+        Family::List => Store::List(Box::new(RawRocksDbList::preload(workload)?)),
+        Family::Map => Store::Map(Box::new(RawRocksDbMap::preload(workload)?)),
+        Family::Reducing => Store::Reducing(Box::new(RawRocksDbReducing::preload(workload)?)),
+    })
+}
+
+/// A raw database with the backend's options and one column family named like the backend's
+/// first state's, shared by a baseline and its forks.
+pub struct RawDb {
     // Declared first: the database closes before its directory is removed.
     db: DB,
-    keys: Vec<Vec<u8>>,
-    preload: usize,
-    read: ReadOptions,
-    write: WriteOptions,
-    version: u64,
     _resources: Arc<RocksDbResources>,
     _dir: tempfile::TempDir,
 }
 
-impl std::fmt::Debug for RawRocksDb {
+impl std::fmt::Debug for RawDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawRocksDb")
+        f.debug_struct("RawDb")
             .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
 }
 
-impl RawRocksDb {
-    /// A database preloaded with the workload's keys and values, flushed and compacted.
-    pub fn preload(workload: &Workload) -> Result<Self> {
+impl RawDb {
+    /// A new database in a new temporary directory, with resources of its own.
+    pub fn open() -> Result<Arc<Self>> {
         let resources = resources()?;
         let options = resources.db_options();
         let dir = temp_dir("flowstate-bench-raw-rocksdb-")?;
@@ -100,33 +124,19 @@ impl RawRocksDb {
                 options.clone(),
             )],
         )?;
-        let keys = workload
-            .contexts()
-            .iter()
-            .map(|c| value_key(c, &[]))
-            .collect();
-        let this = Self {
+        Ok(Arc::new(Self {
             db,
-            keys,
-            preload: workload.preload(),
-            read: read_options(),
-            write: write_options(),
-            version: 0,
             _resources: resources,
             _dir: dir,
-        };
-        let cf = this.cf()?;
-        let mut buf = [0u8; MAX_VALUE_BYTES];
-        for (i, key) in this.keys.iter().take(this.preload).enumerate() {
-            let value = encode_value(initial_value(i), &mut buf)?;
-            this.db.put_cf_opt(cf, key, value, &this.write)?;
-        }
-        this.db.flush_cf(cf)?;
-        this.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
-        Ok(this)
+        }))
     }
 
-    fn cf(&self) -> Result<&ColumnFamily> {
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The column family everything is stored in.
+    pub fn cf(&self) -> Result<&ColumnFamily> {
         self.db.cf_handle(RAW_COLUMN_FAMILY).ok_or_else(|| {
             BenchError::Check(format!(
                 "column family {RAW_COLUMN_FAMILY} vanished from the raw database"
@@ -134,10 +144,64 @@ impl RawRocksDb {
         })
     }
 
+    /// Flushes and compacts, as the backend settles after its preload.
+    pub fn settle(&self) -> Result<()> {
+        let cf = self.cf()?;
+        self.db.flush_cf(cf)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+}
+
+/// Raw RocksDB baseline of the RocksDB backend.
+pub struct RawRocksDb {
+    raw: Arc<RawDb>,
+    keys: Arc<[Vec<u8>]>,
+    preload: usize,
+    read: ReadOptions,
+    write: WriteOptions,
+    versions: Versions,
+}
+
+impl std::fmt::Debug for RawRocksDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRocksDb")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawRocksDb {
+    /// A database preloaded with the workload's keys and values, flushed and compacted.
+    pub fn preload(workload: &Workload) -> Result<Self> {
+        let keys = workload
+            .contexts()
+            .iter()
+            .map(|c| value_key(c, &[]))
+            .collect();
+        let this = Self {
+            raw: RawDb::open()?,
+            keys,
+            preload: workload.preload(),
+            read: read_options(),
+            write: write_options(),
+            versions: Versions::default(),
+        };
+        let cf = this.raw.cf()?;
+        let mut buf = [0u8; MAX_VALUE_BYTES];
+        for (i, key) in this.keys.iter().take(this.preload).enumerate() {
+            let value = encode_value(initial_value(i), &mut buf)?;
+            this.raw.db.put_cf_opt(cf, key, value, &this.write)?;
+        }
+        this.raw.settle()?;
+        Ok(this)
+    }
+
     fn put(&self, cf: &ColumnFamily, index: usize, value: u64) -> Result<()> {
         let mut buf = [0u8; MAX_VALUE_BYTES];
         let bytes = encode_value(value, &mut buf)?;
         Ok(self
+            .raw
             .db
             .put_cf_opt(cf, &self.keys[index], bytes, &self.write)?)
     }
@@ -149,11 +213,15 @@ impl ValueStore for RawRocksDb {
     }
 
     fn get_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<u64> {
-        let cf = self.cf()?;
+        let cf = self.raw.cf()?;
         let mut sum = 0u64;
         for _ in 0..count {
             let i = walk.next();
-            let value = match self.db.get_pinned_cf_opt(cf, &self.keys[i], &self.read)? {
+            let value = match self
+                .raw
+                .db
+                .get_pinned_cf_opt(cf, &self.keys[i], &self.read)?
+            {
                 Some(bytes) => decode_value(&bytes)?,
                 None => {
                     return Err(BenchError::MissingKey {
@@ -168,30 +236,42 @@ impl ValueStore for RawRocksDb {
     }
 
     fn update_many(&mut self, walk: &mut KeyWalk, count: u64) -> Result<()> {
-        self.version += 1;
-        let cf = self.cf()?;
+        let version = self.versions.next();
+        let cf = self.raw.cf()?;
         for _ in 0..count {
             let i = walk.next();
-            self.put(cf, i, initial_value(i) + self.version)?;
+            self.put(cf, i, initial_value(i) + version)?;
         }
         Ok(())
     }
 
-    fn insert_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
-        let cf = self.cf()?;
-        for j in fresh {
+    fn insert_fresh(&mut self, fresh: &[usize]) -> Result<()> {
+        let cf = self.raw.cf()?;
+        for &j in fresh {
             self.put(cf, self.preload + j, j as u64)?;
         }
         Ok(())
     }
 
-    fn remove_fresh(&mut self, fresh: Range<usize>) -> Result<()> {
-        let cf = self.cf()?;
-        for j in fresh {
-            self.db
+    fn remove_fresh(&mut self, fresh: &[usize]) -> Result<()> {
+        let cf = self.raw.cf()?;
+        for &j in fresh {
+            self.raw
+                .db
                 .delete_cf_opt(cf, &self.keys[self.preload + j], &self.write)?;
         }
         Ok(())
+    }
+
+    fn fork(&self) -> Result<Box<dyn ValueStore>> {
+        Ok(Box::new(Self {
+            raw: self.raw.clone(),
+            keys: self.keys.clone(),
+            preload: self.preload,
+            read: read_options(),
+            write: write_options(),
+            versions: self.versions.clone(),
+        }))
     }
 }
 
@@ -208,5 +288,15 @@ mod tests {
         assert_same_behaviour(&mut ours, &mut raw, &workload);
         ours.set_layer(crate::value::Layer::Bytes);
         assert_same_behaviour(&mut ours, &mut raw, &workload);
+    }
+
+    #[test]
+    fn the_family_baselines_do_what_the_backend_does() {
+        let workload = Workload::new(3_000, 300).unwrap();
+        crate::store::assert_families_match(
+            &workload,
+            || open(workload.max_parallelism()),
+            |family| raw(family, &workload),
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! Small building blocks shared by the cases: keys and their contexts, a deterministic random
-//! source, backends over a chosen range, and an object store that counts what is read.
+//! source, backends over a chosen range, an object store that counts what is read, and one
+//! that fails the k-th call of chosen operations ([`FaultyStore`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use flowstate_api::key_groups::{key_group_for_key_bytes, key_group_range_for_operator};
@@ -14,10 +15,11 @@ use flowstate_api::{
     StateBackendFactory,
 };
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 /// The max parallelism most cases run at (Flink's default for small jobs).
@@ -266,6 +268,276 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The calls of an object store a [`FaultyStore`] counts and fails. `Put` is a plain
+/// overwrite (`put`, and multipart uploads when they start), `PutOpts` a put with other
+/// options (create-only); `Get` a whole read, `GetRange` a ranged read (`get_range`,
+/// `get_ranges`), `GetOpts` a read with preconditions or a version, `Head` metadata only;
+/// `Delete` one path deleted; `List` a listing (with or without delimiter).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StoreOp {
+    Put,
+    PutOpts,
+    Get,
+    GetRange,
+    GetOpts,
+    Head,
+    Delete,
+    List,
+}
+
+impl StoreOp {
+    /// Every operation.
+    pub const ALL: [StoreOp; 8] = [
+        StoreOp::Put,
+        StoreOp::PutOpts,
+        StoreOp::Get,
+        StoreOp::GetRange,
+        StoreOp::GetOpts,
+        StoreOp::Head,
+        StoreOp::Delete,
+        StoreOp::List,
+    ];
+}
+
+/// When an injected failure strikes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FaultMode {
+    /// The call fails without doing anything.
+    Before,
+    /// The call takes effect and then reports a failure (a lost response). Reads and
+    /// listings have no effect, so for them it is `Before`.
+    After,
+}
+
+#[derive(Debug, Default)]
+struct FaultPlan {
+    ops: Vec<StoreOp>,
+    /// 1-based: the call of `ops` (counted since the plan was set) that fails.
+    fail_at: Option<u64>,
+    mode: Option<FaultMode>,
+    calls: u64,
+    injected: u64,
+    /// Deletes that took effect and must still report a failure.
+    fail_after_delete: HashSet<Path>,
+}
+
+/// An [`ObjectStore`] that delegates to another and fails the k-th call of a chosen set of
+/// operations ([`FaultyStore::fail_nth`]), once. Run a scenario clean with
+/// [`FaultyStore::count`] to learn how many calls it makes, then once for every k.
+#[derive(Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    plan: Arc<Mutex<FaultPlan>>,
+}
+
+fn lock(plan: &Mutex<FaultPlan>) -> MutexGuard<'_, FaultPlan> {
+    plan.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl FaultPlan {
+    /// Counts a call of `op`; returns how it must fail, if it must.
+    fn strike(&mut self, op: StoreOp) -> Option<FaultMode> {
+        if !self.ops.contains(&op) {
+            return None;
+        }
+        self.calls += 1;
+        if self.fail_at == Some(self.calls) {
+            self.injected += 1;
+            return Some(self.mode.unwrap_or(FaultMode::Before));
+        }
+        None
+    }
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "FaultyStore",
+        source: format!("injected failure of {what}").into(),
+    }
+}
+
+impl<S: ObjectStore> FaultyStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            plan: Arc::new(Mutex::new(FaultPlan::default())),
+        }
+    }
+
+    /// From now on, counts the calls of `ops` and fails the `k`-th (1-based) in `mode`.
+    pub fn fail_nth(&self, k: u64, ops: &[StoreOp], mode: FaultMode) {
+        let mut plan = lock(&self.plan);
+        *plan = FaultPlan {
+            ops: ops.to_vec(),
+            fail_at: Some(k),
+            mode: Some(mode),
+            ..FaultPlan::default()
+        };
+    }
+
+    /// From now on, counts the calls of `ops` and fails none.
+    pub fn count(&self, ops: &[StoreOp]) {
+        let mut plan = lock(&self.plan);
+        *plan = FaultPlan {
+            ops: ops.to_vec(),
+            ..FaultPlan::default()
+        };
+    }
+
+    /// Stops failing (and counting).
+    pub fn disarm(&self) {
+        *lock(&self.plan) = FaultPlan::default();
+    }
+
+    /// Calls of the chosen operations since the plan was set.
+    pub fn calls(&self) -> u64 {
+        lock(&self.plan).calls
+    }
+
+    /// Failures injected since the plan was set (0 or 1).
+    pub fn injected(&self) -> u64 {
+        lock(&self.plan).injected
+    }
+
+    fn strike(&self, op: StoreOp) -> Option<FaultMode> {
+        lock(&self.plan).strike(op)
+    }
+}
+
+impl<S: ObjectStore> fmt::Display for FaultyStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let op = if matches!(opts.mode, PutMode::Overwrite) {
+            StoreOp::Put
+        } else {
+            StoreOp::PutOpts
+        };
+        match self.strike(op) {
+            None => self.inner.put_opts(location, payload, opts).await,
+            Some(FaultMode::Before) => Err(injected(&format!("put {location}"))),
+            Some(FaultMode::After) => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(injected(&format!("put {location} (after it landed)")))
+            }
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        if self.strike(StoreOp::Put).is_some() {
+            return Err(injected(&format!("multipart put {location}")));
+        }
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let op = if options.head {
+            StoreOp::Head
+        } else if options.if_match.is_some()
+            || options.if_none_match.is_some()
+            || options.if_modified_since.is_some()
+            || options.if_unmodified_since.is_some()
+            || options.version.is_some()
+        {
+            StoreOp::GetOpts
+        } else if options.range.is_some() {
+            StoreOp::GetRange
+        } else {
+            StoreOp::Get
+        };
+        if self.strike(op).is_some() {
+            return Err(injected(&format!("{op:?} {location}")));
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        if self.strike(StoreOp::GetRange).is_some() {
+            return Err(injected(&format!("get_ranges {location}")));
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let before = self.plan.clone();
+        let after = self.plan.clone();
+        let requested = locations
+            .map(move |location| {
+                let location = location?;
+                // One lock at a time: the plan's mutex is not reentrant.
+                let strike = lock(&before).strike(StoreOp::Delete);
+                match strike {
+                    None => Ok(location),
+                    Some(FaultMode::Before) => Err(injected(&format!("delete {location}"))),
+                    Some(FaultMode::After) => {
+                        lock(&before).fail_after_delete.insert(location.clone());
+                        Ok(location)
+                    }
+                }
+            })
+            .boxed();
+        self.inner
+            .delete_stream(requested)
+            .map(move |result| {
+                let location = result?;
+                if lock(&after).fail_after_delete.remove(&location) {
+                    return Err(injected(&format!("delete {location} (after it happened)")));
+                }
+                Ok(location)
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if self.strike(StoreOp::List).is_some() {
+            let what = format!("list {prefix:?}");
+            return futures::stream::once(async move { Err(injected(&what)) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        if self.strike(StoreOp::List).is_some() {
+            return Err(injected(&format!("list_with_delimiter {prefix:?}")));
+        }
         self.inner.list_with_delimiter(prefix).await
     }
 

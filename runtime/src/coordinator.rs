@@ -9,8 +9,10 @@
 //! as an [`Outcome`] whose [`notice`](Outcome::notice) the engine sends to every subtask.
 //!
 //! An acknowledgement arriving after its checkpoint was aborted (a slow upload) is a late
-//! ack: its exclusive files are deleted at once, its shared files by the lifecycle's next
-//! sweep.
+//! ack: the lifecycle's garbage collection runs at once, which sweeps the directories of
+//! aborted checkpoints and (with nothing pending) unreferenced shared files. A coordinator
+//! fenced off by a newer one on the same storage gets [`flowstate_api::Error::Fenced`]
+//! (as [`Error::State`]) from the publication: the job must stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -258,30 +260,12 @@ impl CheckpointCoordinator {
             }
         }
         // Files must lie where retention and garbage collection look for them: a file of
-        // this checkpoint alone in its directory, a shared file under shared/.
-        let own_dir = format!("{}/", CheckpointStorage::checkpoint_dir(id));
+        // this checkpoint alone in its directory, a shared file under shared/, each at a
+        // canonical path (the lifecycle checks the manifest again on complete).
         let files = ack.state.keyed.iter().flat_map(|k| k.files());
         for file in files.chain(ack.state.operator.iter()) {
-            let placed = if file.shared {
-                file.path.starts_with("shared/")
-            } else {
-                file.path.starts_with(&own_dir)
-            };
-            let canonical = file
-                .path
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
-            if !placed || !canonical {
-                return Err(invalid(format!(
-                    "file '{}' ({}) is not under {}",
-                    file.path,
-                    if file.shared { "shared" } else { "exclusive" },
-                    if file.shared {
-                        "shared/"
-                    } else {
-                        own_dir.as_str()
-                    },
-                )));
+            if let Err(error) = flowstate_api::checkpoint::check_file_placement(file, id) {
+                return Err(invalid(error.to_string()));
             }
         }
         if let Some(previous) = pending.acks.get(&index) {
@@ -311,16 +295,14 @@ impl CheckpointCoordinator {
             subtasks,
         );
         let known: BTreeSet<String> = self.lifecycle.registry().files.keys().cloned().collect();
+        // `Err` from complete means not published and nothing deleted; failures after the
+        // manifest was written are warnings in the report.
         let report = match self.lifecycle.complete(manifest.clone()).await {
             Ok(report) => report,
-            Err(error) if self.lifecycle.completed().contains(&id) => {
-                // The manifest was written (the checkpoint is visible and restorable); only
-                // the bookkeeping after it failed. It is complete: say so.
-                tracing::warn!(checkpoint = id.get(), %error, "checkpoint published, but writing the registry copy failed");
-                CompletionReport {
-                    subsumed: self.pending.range(..id).map(|(old, _)| *old).collect(),
-                    ..CompletionReport::default()
-                }
+            Err(error @ flowstate_api::Error::Fenced { .. }) => {
+                // A newer coordinator owns the storage: this job must stop.
+                tracing::error!(checkpoint = id.get(), %error, "checkpoint not published: fenced off");
+                return Err(error.into());
             }
             Err(error) => {
                 tracing::warn!(checkpoint = id.get(), %error, "publishing the checkpoint failed");
@@ -403,8 +385,8 @@ impl CheckpointCoordinator {
     }
 
     /// Remembers an aborted checkpoint, so its late acks are cleaned up. Bounded: an ack
-    /// later than the last thousand aborts is ignored and its files wait for the next
-    /// `open`'s sweep of directories without a manifest.
+    /// later than the last thousand aborts is ignored (the lifecycle sweeps the directories
+    /// of aborted checkpoints on its own).
     fn remember_aborted(&mut self, id: CheckpointId) {
         self.aborted.insert(id);
         while self.aborted.len() > MAX_REMEMBERED_ABORTS {
@@ -412,30 +394,19 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Deletes what a late ack uploaded: the files in its checkpoint's own directory now;
-    /// its shared files are unreferenced and go at the lifecycle's next sweep.
+    /// Collects what a late ack uploaded: the lifecycle sweeps the directories of aborted
+    /// checkpoints and, with nothing pending, unreferenced shared files (all fenced).
     async fn discard_late_ack(&mut self, ack: &SubtaskAck) {
         m::record_late_ack();
-        let dir = format!("{}/", CheckpointStorage::checkpoint_dir(ack.checkpoint_id));
-        let storage = self.lifecycle.storage().clone();
-        let files = ack
-            .state
-            .keyed
-            .iter()
-            .flat_map(|k| k.files())
-            .chain(ack.state.operator.iter());
-        for file in files.filter(|f| !f.shared && f.path.starts_with(&dir)) {
-            if let Err(error) = storage.delete(&file.path).await {
-                tracing::warn!(path = %file.path, %error, "deleting a late ack's file failed");
-            }
-        }
         tracing::info!(
             checkpoint = ack.checkpoint_id.get(),
             subtask = ack.state.subtask_index,
             "late acknowledgement discarded"
         );
         let mut report = CompletionReport::default();
-        self.lifecycle.collect_garbage(&mut report).await;
+        if let Err(error) = self.lifecycle.collect_garbage(&mut report).await {
+            tracing::warn!(%error, "collecting a late ack's files failed");
+        }
     }
 }
 

@@ -515,3 +515,26 @@ fn an_ack_redelivered_after_publication_changes_nothing() {
         read_all(&job.subtasks, 0..100)
     );
 }
+
+#[test]
+fn a_coordinator_fenced_off_by_a_newer_one_publishes_nothing() {
+    let rt = runtime();
+    let job = Job::new("heap", 2);
+    let mut old = job.coordinator(&rt, Duration::from_secs(60));
+    job.write(0..50, 1);
+    let id = old.trigger();
+    let acks = job.acks(&rt, id);
+    // A failover: a newer coordinator opens the same storage while `old` still runs.
+    let newer = job.coordinator(&rt, Duration::from_secs(60));
+    rt.block_on(old.acknowledge(acks[0].clone())).unwrap();
+    let err = rt.block_on(old.acknowledge(acks[1].clone())).unwrap_err();
+    assert!(
+        matches!(err, Error::State(flowstate_api::Error::Fenced { .. })),
+        "{err}"
+    );
+    assert!(rt
+        .block_on(job.storage.list_checkpoints())
+        .unwrap()
+        .is_empty());
+    assert!(newer.latest().is_none());
+}

@@ -209,36 +209,70 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
 }
 
 #[test]
-fn aborted_and_pending_checkpoints_keep_their_changes_for_the_next_delta() {
+fn pending_checkpoints_keep_their_changes_and_a_newer_abort_rebases() {
     let f = Fixture::new(HeapConfig::default());
     let v = f.v;
     f.checkpoint(1, SnapshotKind::Incremental);
     f.complete(1);
     f.b.put(v, &key("A"), b"a", b"a").unwrap();
-    f.checkpoint(2, SnapshotKind::Incremental);
-    f.b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
+    f.checkpoint(2, SnapshotKind::Incremental); // stays pending, then is subsumed
     f.b.put(v, &key("B"), b"a", b"b").unwrap();
-    f.checkpoint(3, SnapshotKind::Incremental); // stays pending
+    let third = f.checkpoint(3, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&third);
+    assert_eq!(deltas.len(), 1, "a delta on base 1: 2 never completed");
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B")]);
+    f.complete(3);
+    // A late abort of the subsumed checkpoint 2 leaves the chain alone.
+    f.b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
     f.b.put(v, &key("C"), b"a", b"c").unwrap();
     let fourth = f.checkpoint(4, SnapshotKind::Incremental);
     let (_, deltas) = chain(&fourth);
-    assert_eq!(
-        deltas.len(),
-        1,
-        "a delta on base 1: 2 was aborted, 3 never completed"
-    );
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B"), rk(v, "C")]);
-    f.complete(4);
+    assert_eq!(deltas.len(), 2);
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[1]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "C")]);
+    // An abort newer than the base (the coordinator may have refused it because a file of
+    // the chain is gone) ends the chain: the next checkpoint is a base, and no change record
+    // is kept without a base to be a delta of.
+    f.b.notify_checkpoint_aborted(CheckpointId(4)).unwrap();
+    assert_eq!(f.b.stats().change_records, 0);
     f.b.put(v, &key("D"), b"a", b"d").unwrap();
     let fifth = f.checkpoint(5, SnapshotKind::Incremental);
     let (_, deltas) = chain(&fifth);
-    assert_eq!(deltas.len(), 2);
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[1]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "D")]);
+    assert!(deltas.is_empty(), "a new base after the abort");
+    f.complete(5);
+    f.b.put(v, &key("E"), b"a", b"e").unwrap();
+    let sixth = f.checkpoint(6, SnapshotKind::Incremental);
+    let (_, deltas) = chain(&sixth);
+    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
+    assert_eq!(changed, vec![rk(v, "E")]);
     assert_eq!(
-        content(&f.restore(&[fifth], 2)),
+        content(&f.restore(&[sixth], 2)),
         content(std::slice::from_ref(&f.b))
+    );
+}
+
+#[test]
+fn change_records_of_churned_keys_stay_bounded_without_completions() {
+    let f = Fixture::new(HeapConfig::default());
+    let v = f.v;
+    f.checkpoint(1, SnapshotKind::Incremental);
+    f.complete(1);
+    // 10k keys created and deleted per round, no checkpoint ever completes: the records of
+    // keys that no longer exist must not pile up.
+    let mut most = 0;
+    for round in 0..8u32 {
+        for i in 0..10_000u32 {
+            let k = key(&format!("r{round}-{i}"));
+            f.b.put(v, &k, b"a", b"x").unwrap();
+            f.b.remove(v, &k, b"a").unwrap();
+        }
+        f.checkpoint(2 + u64::from(round), SnapshotKind::Incremental);
+        most = most.max(f.b.stats().change_records);
+    }
+    assert!(
+        most <= 2 * (10_000 + 4096),
+        "change records grew to {most} with no live key"
     );
 }
 

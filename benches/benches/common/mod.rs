@@ -6,6 +6,8 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use flowstate_benches::settings::Sizes;
+use flowstate_benches::store::{flowstate_layers, Family, Store};
+use flowstate_benches::subject::BackendUnderTest;
 use flowstate_benches::value::{
     check_preloaded, time_gets, time_inserts, time_updates, FlowstateValue, Layer, ValueStore,
     Workload,
@@ -52,7 +54,8 @@ pub fn bench_value_op(
 ) {
     let name = store.name().to_string();
     let mut walk = workload.walk();
-    let fresh = workload.fresh();
+    let whole = workload.whole();
+    let fresh = whole.fresh();
     group.bench_function(&name, |b| {
         b.iter_custom(|iters| {
             let timed = match op {
@@ -96,6 +99,52 @@ pub fn value_groups(
         "checking the raw keys after the run",
         check_preloaded(raw, &workload),
     );
+}
+
+/// Groups `<backend>/<op>` for every operation of `family` (`list_append`, `map_get`, ...),
+/// each with our typed layer, our byte layer and the raw engine (`raw(family)`) side by side,
+/// on a fresh backend from `open`. Every store is checked before and after.
+pub fn family_groups(
+    c: &mut Criterion,
+    backend: &str,
+    workload: &std::sync::Arc<Workload>,
+    family: Family,
+    open: impl FnOnce() -> Result<BackendUnderTest>,
+    raw: impl FnOnce(Family) -> Result<Store>,
+) {
+    let what = |s: &str| format!("{s} for the {} workload", family.name());
+    let under_test = must(&what("opening the backend"), open());
+    let [typed, bytes] = must(
+        &what("preloading the backend"),
+        flowstate_layers(family, under_test, workload.clone()),
+    );
+    let raw = must(&what("preloading the raw engine"), raw(family));
+    let mut stores = [typed, bytes, raw];
+    let whole = workload.whole();
+    for store in &mut stores {
+        must(&what("checking the preload"), store.check(workload));
+    }
+    for &op in family.ops() {
+        let mut group = c.benchmark_group(format!("{backend}/{}", op.name()));
+        group.throughput(Throughput::Elements(1));
+        for store in &mut stores {
+            let name = store.name().to_string();
+            let mut walk = workload.walk();
+            group.bench_function(&name, |b| {
+                b.iter_custom(|iters| {
+                    let timed = store.time_walk(op, &mut walk, whole.fresh(), iters);
+                    must(&format!("{name} {}", op.name()), timed)
+                })
+            });
+        }
+        group.finish();
+    }
+    for store in &mut stores {
+        must(
+            &what("checking the state after the run"),
+            store.check(workload),
+        );
+    }
 }
 
 /// Settings of groups whose one iteration takes seconds (restores).
