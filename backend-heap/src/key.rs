@@ -107,28 +107,15 @@ impl EntryKey {
     /// True when this is the pair `(key, namespace)`.
     #[inline]
     pub(crate) fn is(&self, key: &[u8], namespace: &[u8]) -> bool {
-        match &self.repr {
-            Repr::Inline {
-                len_plus_one,
-                key_len,
-                bytes,
-            } => {
-                // Lengths first (in the bucket), then bytes; most namespaces are empty.
-                let total = usize::from(len_plus_one.get() - 1).min(INLINE);
-                let key_len = usize::from(*key_len).min(total);
-                total == key.len() + namespace.len()
-                    && key_len == key.len()
-                    && bytes[..key_len] == *key
-                    && (namespace.is_empty() || bytes[key_len..total] == *namespace)
-            }
-            Repr::Shared(bytes) => {
-                // One length check on the whole before touching the shared allocation.
-                bytes.len() == LEN_PREFIX + key.len() + namespace.len() && {
-                    let (k, n) = self.parts();
-                    k == key && n == namespace
-                }
+        // A shared pair's length is in its pointer: check it before touching the allocation.
+        // An inline pair is compared in the bucket itself.
+        if let Repr::Shared(bytes) = &self.repr {
+            if bytes.len() != LEN_PREFIX + key.len() + namespace.len() {
+                return false;
             }
         }
+        let (k, n) = self.parts();
+        k == key && n == namespace
     }
 }
 
