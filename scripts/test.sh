@@ -29,5 +29,7 @@ PYEOF
   echo "test: local S3 (moto) at $FLOWSTATE_S3_ENDPOINT"
 fi
 
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+# The CLI's RocksDB feature (off in its default build) is on for the tests: the same build
+# the RocksDB backend tests use, nothing compiled twice.
+cargo test --workspace --all-targets --features flowstate-cli/rocksdb
+cargo test --workspace --doc --features flowstate-cli/rocksdb

@@ -47,7 +47,10 @@ use crate::backend::{BoxFuture, KeyedSnapshotView, SnapshotJob};
 use crate::checkpoint::{CheckpointId, CheckpointStorage, FileRef, KeyedStateHandle};
 use crate::error::{Error, Result};
 use crate::key_groups::{KeyGroup, KeyGroupRange};
-use crate::snapshot::{lineage_name, write_and_upload_with, FileLineage, SnapshotFileKind};
+use crate::snapshot::{
+    keyed_file_name, lineage_name, write_and_upload_with, FileLineage, KeyedFileRole,
+    SnapshotFileKind,
+};
 use crate::state::StateId;
 
 /// When to write a new base instead of another delta.
@@ -256,24 +259,21 @@ pub struct ChangelogSnapshotJob {
 
 impl ChangelogSnapshotJob {
     /// `view` must be the full view for [`ChangelogPlan::Base`] and the delta view (changes
-    /// since the plan's `since`) for [`ChangelogPlan::Delta`]. `owner` names the writer
-    /// uniquely among the job's subtasks (e.g. `sub-3`), so file names never collide.
+    /// since the plan's `since`) for [`ChangelogPlan::Delta`]. The file is named by
+    /// [`crate::snapshot::keyed_file_name`] from the backend's name and the subtask index.
     pub fn new(
         view: Box<dyn KeyedSnapshotView>,
         plan: ChangelogPlan,
         chain: Arc<ChangelogChain>,
         checkpoint_id: CheckpointId,
-        owner: &str,
+        backend: &str,
+        subtask_index: u32,
     ) -> Self {
-        let kind = match plan {
-            ChangelogPlan::Base => "base",
-            ChangelogPlan::Delta { .. } => "delta",
+        let role = match plan {
+            ChangelogPlan::Base => KeyedFileRole::Base,
+            ChangelogPlan::Delta { .. } => KeyedFileRole::Delta,
         };
-        let file_name = format!(
-            "{owner}-chk{:020}-{kind}-{:016x}.fsnap",
-            checkpoint_id.0,
-            unique_suffix()
-        );
+        let file_name = keyed_file_name(backend, subtask_index, checkpoint_id, role);
         Self {
             view,
             plan,
@@ -282,18 +282,6 @@ impl ChangelogSnapshotJob {
             file_name,
         }
     }
-}
-
-/// Distinguishes files written by different backend instances in one storage (e.g. two
-/// attempts of one checkpoint): time and a process-wide counter.
-fn unique_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48) ^ (std::process::id() as u64) << 32
 }
 
 impl SnapshotJob for ChangelogSnapshotJob {

@@ -127,6 +127,9 @@ pub enum Error {
     #[error("'{path}' is not a valid checkpoint storage path: {reason}")]
     InvalidPath { path: String, reason: String },
 
+    #[error("checkpoint storage '{location}' does not exist ({reason}): check the path or URL; commands that only read never create it")]
+    StorageNotFound { location: String, reason: String },
+
     #[error("invalid checkpoint storage URL '{url}': {reason}")]
     InvalidStorageUrl { url: String, reason: String },
 
@@ -147,10 +150,13 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    #[error("{backend} backend error: {message}")]
+    /// An error of a backend's own machinery (its storage engine, its files), with the
+    /// backend's error as the source: callers walk `source()` for the engine's error.
+    #[error("{backend} backend error: {source}")]
     Backend {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 }
 
@@ -171,11 +177,42 @@ impl Error {
         }
     }
 
+    /// Shorthand for [`Error::Backend`]: `source` is the backend's own error (or a message,
+    /// for a broken invariant with no error behind it).
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+
     /// Shorthand for [`Error::Storage`].
     pub fn storage(path: impl ToString, source: object_store::Error) -> Self {
         Error::Storage {
             path: path.to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend's own error stays reachable as the source, for callers that print or match
+    /// the cause chain, instead of being flattened into a string.
+    #[test]
+    fn backend_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+        let error = Error::backend("lmdb", io);
+        assert_eq!(error.to_string(), "lmdb backend error: no space left");
+        let source = std::error::Error::source(&error).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
     }
 }

@@ -205,6 +205,25 @@ impl KeyGroupRange {
         }
         Ok(range)
     }
+    /// `Ok` when the range holds `key_group`, else [`Error::KeyGroupNotOwned`]: the one check
+    /// every backend, view and restore makes before touching a key group's state.
+    #[inline]
+    pub fn check_owns(&self, key_group: KeyGroup) -> Result<()> {
+        if self.contains(key_group) {
+            Ok(())
+        } else {
+            Err(self.not_owned(key_group))
+        }
+    }
+
+    /// The [`Error::KeyGroupNotOwned`] for `key_group`, which this range does not hold.
+    #[cold]
+    pub fn not_owned(&self, key_group: KeyGroup) -> Error {
+        Error::KeyGroupNotOwned {
+            key_group: key_group.get(),
+            range: self.to_string(),
+        }
+    }
     pub fn single(key_group: KeyGroup) -> Self {
         Self {
             start: key_group.0,
@@ -225,6 +244,7 @@ impl KeyGroupRange {
     pub fn is_empty(&self) -> bool {
         false
     }
+    #[inline]
     pub fn contains(&self, key_group: KeyGroup) -> bool {
         self.start <= key_group.0 && key_group.0 <= self.end
     }

@@ -213,6 +213,22 @@ impl StateRegistry {
             .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
 
+    /// The error for `operation` on `state` when its kind does not support it
+    /// ([`Error::UnsupportedOperation`] naming the state and its kind), or
+    /// [`Error::UnknownStateId`] for an id this registry never issued: the one way every
+    /// backend reports a wrong-kind access.
+    #[cold]
+    pub fn unsupported(&self, state: StateId, operation: &'static str) -> Error {
+        match self.get(state) {
+            Ok(meta) => Error::UnsupportedOperation {
+                operation,
+                kind: meta.kind,
+                name: meta.name,
+            },
+            Err(e) => e,
+        }
+    }
+
     pub fn id_of(&self, name: &str) -> Option<StateId> {
         self.inner.read().by_name.get(name).copied()
     }

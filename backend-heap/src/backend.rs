@@ -11,9 +11,9 @@ use flowstate_api::list_encoding;
 use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::{StateRegistry, StorageLayout};
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend,
-    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
-    StateId, StateKind, StateMetadata, StateRow,
+    CheckpointId, Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, MaxParallelism,
+    Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateId,
+    StateMetadata, StateRow,
 };
 use parking_lot::Mutex;
 
@@ -135,13 +135,6 @@ impl<'a> Addr<'a> {
     }
 }
 
-fn not_owned(key_group: KeyGroup, range: KeyGroupRange) -> Error {
-    Error::KeyGroupNotOwned {
-        key_group: key_group.get(),
-        range: range.to_string(),
-    }
-}
-
 fn encoded_list(elements: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(elements.iter().map(|e| 4 + e.len()).sum());
     for element in elements {
@@ -251,11 +244,7 @@ impl HeapBackend {
 impl Inner {
     #[inline]
     fn check_owned(&self, key_group: KeyGroup) -> Result<()> {
-        if self.range.contains(key_group) {
-            Ok(())
-        } else {
-            Err(not_owned(key_group, self.range))
-        }
+        self.range.check_owns(key_group)
     }
 
     #[inline]
@@ -263,19 +252,6 @@ impl Inner {
         self.tables
             .get(state.index())
             .ok_or_else(|| Error::UnknownStateId { id: state.0 })
-    }
-
-    #[cold]
-    fn unsupported(&self, state: StateId, kind: StateKind, operation: &'static str) -> Error {
-        Error::UnsupportedOperation {
-            operation,
-            kind,
-            name: self
-                .registry
-                .get(state)
-                .map(|m| m.name)
-                .unwrap_or_else(|_| format!("#{}", state.0)),
-        }
     }
 
     /// The byte-string tables of a state with `layout`.
@@ -289,7 +265,7 @@ impl Inner {
         let table = self.table(state)?;
         match &table.storage {
             Storage::Bytes(t) if table.kind.layout() == layout => Ok(t),
-            _ => Err(self.unsupported(state, table.kind, operation)),
+            _ => Err(self.registry.unsupported(state, operation)),
         }
     }
 
@@ -298,7 +274,7 @@ impl Inner {
         let table = self.table(state)?;
         match &table.storage {
             Storage::Map(t) => Ok(t),
-            Storage::Bytes(_) => Err(self.unsupported(state, table.kind, operation)),
+            Storage::Bytes(_) => Err(self.registry.unsupported(state, operation)),
         }
     }
 
@@ -310,7 +286,7 @@ impl Inner {
     ) -> Result<&'a KgTable<V>> {
         tables
             .get_or_create(key_group)
-            .ok_or_else(|| not_owned(key_group, self.range))
+            .ok_or_else(|| self.range.not_owned(key_group))
     }
 
     #[inline]
@@ -551,13 +527,13 @@ impl KeyedStateBackend for HeapBackend {
                 inner.shards,
             ));
             if index != id.index() {
-                return Err(Error::Backend {
-                    backend: "heap",
-                    message: format!(
+                return Err(Error::backend(
+                    "heap",
+                    format!(
                         "state table {index} was created for state id {}: registration raced; this is a bug in flowstate-heap",
                         id.0
                     ),
-                });
+                ));
             }
         }
         Ok(id)
@@ -910,22 +886,22 @@ impl StateBackend for HeapBackend {
             checkpoints
                 .pending
                 .insert(request.checkpoint_id, view.epoch());
-            let owner = format!("heap-sub{}", request.subtask_index);
             return Ok(Box::new(ChangelogSnapshotJob::new(
                 Box::new(view),
                 plan,
                 inner.chain.clone(),
                 request.checkpoint_id,
-                &owner,
+                "heap",
+                request.subtask_index,
             )));
         }
         let view = HeapSnapshotView::full(inner.clone());
         inner.chain.record_full(request.checkpoint_id);
-        let path = CheckpointStorage::exclusive_path(
-            request.checkpoint_id,
-            &format!("keyed-heap-sub{}.fsnap", request.subtask_index),
-        );
-        Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)))
+        Ok(Box::new(CanonicalSnapshotJob::for_request(
+            Box::new(view),
+            "heap",
+            request,
+        )))
     }
 
     fn notify_checkpoint_complete(&self, id: CheckpointId) -> Result<()> {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use flowstate_api::{
-    Error, KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result, RowValue, StateId,
+    KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result, RowValue, StateId,
     StateKind, StateMetadata, StateRow,
 };
 
@@ -262,12 +262,7 @@ impl KeyedSnapshotView for HeapSnapshotView {
         key_group: KeyGroup,
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.inner.range.contains(key_group) {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: self.inner.range.to_string(),
-            });
-        }
+        self.inner.range.check_owns(key_group)?;
         let epoch = self.epoch;
         let mut buffer = RowBuffer::default();
         for (state, _) in &self.states {

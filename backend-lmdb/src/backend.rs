@@ -503,14 +503,7 @@ impl LmdbBackend {
     }
 
     fn check_owned(&self, key_group: KeyGroup) -> Result<()> {
-        if self.range.contains(key_group) {
-            Ok(())
-        } else {
-            Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: self.range.to_string(),
-            })
-        }
+        self.range.check_owns(key_group)
     }
 
     fn check_key_size(&self, len: usize) -> Result<()> {
@@ -538,14 +531,7 @@ impl LmdbBackend {
             .get(state.index())
             .ok_or_else(|| Error::UnknownStateId { id: state.0 })?;
         match layout {
-            Some(wanted) if wanted != db.layout => {
-                let meta = self.registry.get(state)?;
-                Err(Error::UnsupportedOperation {
-                    operation,
-                    kind: meta.kind,
-                    name: meta.name,
-                })
-            }
+            Some(wanted) if wanted != db.layout => Err(self.registry.unsupported(state, operation)),
             _ => Ok(db),
         }
     }

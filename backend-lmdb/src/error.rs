@@ -62,10 +62,7 @@ impl From<LmdbError> for flowstate_api::Error {
             LmdbError::CorruptKey(detail) => {
                 flowstate_api::Error::corrupt("a key in the LMDB working directory", detail)
             }
-            e => flowstate_api::Error::Backend {
-                backend: "lmdb",
-                message: e.to_string(),
-            },
+            e => flowstate_api::Error::backend("lmdb", e),
         }
     }
 }

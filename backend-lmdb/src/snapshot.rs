@@ -8,9 +8,9 @@ use flowstate_api::changelog::{ChangelogPlan, ChangelogSnapshotJob};
 use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::StorageLayout;
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView,
-    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
-    StateId, StateMetadata, StateRow,
+    CheckpointId, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result,
+    RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateId, StateMetadata,
+    StateRow,
 };
 use heed::{Env, RoTxn, WithoutTls};
 use parking_lot::Mutex;
@@ -144,9 +144,7 @@ impl KeyedSnapshotView for LmdbSnapshotView {
         key_group: KeyGroup,
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.range.contains(key_group) {
-            return Ok(());
-        }
+        self.range.check_owns(key_group)?;
         let guard = self.read.txn.lock();
         let txn = guard
             .as_ref()
@@ -245,13 +243,15 @@ impl LmdbBackend {
 impl StateBackend for LmdbBackend {
     fn snapshot(&self, request: &SnapshotRequest) -> Result<Box<dyn SnapshotJob>> {
         let id = request.checkpoint_id;
-        let owner = format!("sub-{}", request.subtask_index);
         let mut inner = self.inner.lock();
         if !inner.changes.enabled() {
             let view = self.capture(&mut inner, Capture::Full)?;
             drop(inner);
-            let path = CheckpointStorage::exclusive_path(id, &format!("{owner}-keyed-lmdb.fsnap"));
-            return Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)));
+            return Ok(Box::new(CanonicalSnapshotJob::for_request(
+                Box::new(view),
+                "lmdb",
+                request,
+            )));
         }
         // With change tracking, a full snapshot is written as the base of a new chain: it is
         // complete on its own, and later incremental checkpoints build on it instead of on an
@@ -272,7 +272,8 @@ impl StateBackend for LmdbBackend {
             plan,
             self.chain.clone(),
             id,
-            &owner,
+            "lmdb",
+            request.subtask_index,
         )))
     }
 

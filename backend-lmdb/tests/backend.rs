@@ -960,3 +960,34 @@ fn too_many_states_is_an_actionable_error() {
     let err = b.register_state(&meta("c", StateKind::Value)).unwrap_err();
     assert!(err.to_string().contains("max_states"), "{err}");
 }
+
+/// A view covers exactly its backend's range: asking it for another key group is the
+/// caller's bug and an error, as in every backend (not an empty key group).
+#[test]
+fn a_view_refuses_key_groups_outside_its_range() {
+    let f = factory(LmdbConfig::default());
+    let range = KeyGroupRange::new(0, 63).unwrap();
+    let b = f.create(max(), range).unwrap();
+    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let owned = (0..10_000u64)
+        .map(key)
+        .find(|k| range.contains(k.key_group()))
+        .unwrap();
+    b.put(s, &owned, b"", b"x").unwrap();
+    let view = b.full_view().unwrap();
+    let mut rows = 0;
+    view.for_each_row(owned.key_group(), &mut |_| {
+        rows += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(rows, 1);
+    let foreign = KeyGroup::new(64, max()).unwrap();
+    match view.for_each_row(foreign, &mut |_| Ok(())) {
+        Err(Error::KeyGroupNotOwned {
+            key_group: 64,
+            range,
+        }) => assert_eq!(range, "[0, 63]"),
+        other => panic!("expected KeyGroupNotOwned, got {other:?}"),
+    }
+}

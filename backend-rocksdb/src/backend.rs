@@ -11,8 +11,8 @@ use flowstate_api::list_encoding;
 use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::{Registration, StateRegistry, StorageLayout};
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, Error, KeyContext, KeyGroup, KeyGroupRange, MaxParallelism,
-    Result, StateId, StateKind, StateMetadata,
+    CheckpointId, Error, KeyContext, KeyGroup, KeyGroupRange, MaxParallelism, Result, StateId,
+    StateKind, StateMetadata,
 };
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
@@ -321,22 +321,7 @@ impl RocksDbBackend {
     }
 
     fn check_key_group(&self, key_group: KeyGroup) -> Result<()> {
-        if self.range.contains(key_group) {
-            Ok(())
-        } else {
-            Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: self.range.to_string(),
-            })
-        }
-    }
-
-    fn unsupported(&self, state: StateId, operation: &'static str, kind: StateKind) -> Error {
-        Error::UnsupportedOperation {
-            operation,
-            kind,
-            name: self.registry.get(state).map(|m| m.name).unwrap_or_default(),
-        }
+        self.range.check_owns(key_group)
     }
 
     /// Runs `f` with the database and the column family of `state`, after checking that the
@@ -355,7 +340,7 @@ impl RocksDbBackend {
                 .ok_or_else(|| Error::UnknownStateId { id: state.0 })?;
             if let Some(layout) = layout {
                 if entry.kind.layout() != layout {
-                    return Err(self.unsupported(state, operation, entry.kind));
+                    return Err(self.registry.unsupported(state, operation));
                 }
             }
             f(&open.db, &entry.handle, entry.kind)
@@ -455,10 +440,10 @@ impl KeyedStateBackend for RocksDbBackend {
             })?;
             let mut table = table.write();
             if table.len() != id.index() {
-                return Err(Error::Backend {
-                    backend: crate::BACKEND_NAME,
-                    message: "state table out of step with the registry".into(),
-                });
+                return Err(Error::backend(
+                    crate::BACKEND_NAME,
+                    "state table out of step with the registry",
+                ));
             }
             table.push(StateCf {
                 handle,
@@ -468,10 +453,10 @@ impl KeyedStateBackend for RocksDbBackend {
         })?;
         match self.registry.register(meta)? {
             Registration::Created(got) if got == id => Ok(id),
-            other => Err(Error::Backend {
-                backend: crate::BACKEND_NAME,
-                message: format!("registry assigned {other:?}, expected {id:?}"),
-            }),
+            other => Err(Error::backend(
+                crate::BACKEND_NAME,
+                format!("registry assigned {other:?}, expected {id:?}"),
+            )),
         }
     }
 
@@ -807,19 +792,11 @@ fn row_kind(value: &RowValue<'_>) -> &'static str {
 impl StateBackend for RocksDbBackend {
     fn snapshot(&self, request: &SnapshotRequest) -> Result<Box<dyn SnapshotJob>> {
         match request.kind {
-            SnapshotKind::Full => {
-                let path = CheckpointStorage::exclusive_path(
-                    request.checkpoint_id,
-                    &format!(
-                        "keyed-{:05}-rocksdb-{}.flowsnap",
-                        request.subtask_index, self.instance_id
-                    ),
-                );
-                Ok(Box::new(CanonicalSnapshotJob::new(
-                    Box::new(self.snapshot_view()),
-                    path,
-                )))
-            }
+            SnapshotKind::Full => Ok(Box::new(CanonicalSnapshotJob::for_request(
+                Box::new(self.snapshot_view()),
+                "rocksdb",
+                request,
+            ))),
             SnapshotKind::Incremental => Ok(Box::new(NativeSnapshotJob::capture(self, request)?)),
         }
     }

@@ -25,10 +25,7 @@ impl RocksDbError {
 
 impl From<RocksDbError> for flowstate_api::Error {
     fn from(e: RocksDbError) -> Self {
-        flowstate_api::Error::Backend {
-            backend: crate::BACKEND_NAME,
-            message: e.to_string(),
-        }
+        flowstate_api::Error::backend(crate::BACKEND_NAME, e)
     }
 }
 

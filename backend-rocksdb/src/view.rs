@@ -72,12 +72,7 @@ impl KeyedSnapshotView for RocksDbSnapshotView {
         key_group: KeyGroup,
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.range.contains(key_group) {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: self.range.to_string(),
-            });
-        }
+        self.range.check_owns(key_group)?;
         let (lower, upper) = keys::key_group_bounds(&KeyGroupRange::single(key_group));
         self.snapshot.with_dependent(|open, snapshot| {
             for (i, state) in self.states.iter().enumerate() {

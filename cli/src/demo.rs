@@ -1,4 +1,4 @@
-//! The demo: a stateful pipeline on the heap backend.
+//! The demo: a stateful pipeline on any backend.
 //!
 //! Each subtask runs a source reader over the partitions it owns (their next offsets are
 //! operator list state, split evenly on rescale), sends every record to the subtask owning
@@ -19,7 +19,6 @@
 //! publishes the manifests and applies retention.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -37,24 +36,30 @@ use flowstate_runtime::{
 };
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  flowstate demo\n  flowstate demo --backend lmdb --storage ./ckpts\n  flowstate demo --backend rocksdb --storage s3://bucket/demo"
+)]
 pub struct DemoArgs {
-    /// Where checkpoints go (a local directory). Default: a fresh temporary directory.
+    /// The state backend: heap, lmdb or rocksdb (or a full backend string such as
+    /// `lmdb:map-size=64MiB`). RocksDB needs a build with `--features rocksdb`.
+    #[arg(long, default_value = "heap")]
+    backend: String,
+    /// Where checkpoints go: a directory, file:///dir, s3://bucket/prefix (with AWS_*
+    /// variables) or memory://. Default: a fresh temporary directory.
     #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Or any object-store URL (e.g. s3://bucket/prefix, with AWS_* variables).
-    #[arg(long, conflicts_with = "dir")]
-    storage_url: Option<String>,
-    /// Number of source partitions.
-    #[arg(long, default_value_t = 6)]
+    storage: Option<String>,
+    /// Number of source partitions (at least 1).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
-    /// Number of distinct keys.
-    #[arg(long, default_value_t = 2_000)]
+    /// Number of distinct keys (at least 1).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
     keys: u32,
-    /// Records each partition yields per round.
-    #[arg(long, default_value_t = 500)]
+    /// Records each partition yields per round (at least 1).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
-    /// Max parallelism (number of key groups).
-    #[arg(long, default_value_t = 128)]
+    /// Max parallelism (number of key groups): at least 3, the demo's highest parallelism,
+    /// and at most 32768.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..=32768))]
     max_parallelism: u32,
 }
 
@@ -297,22 +302,30 @@ fn resume_round(instances: &[Instance], batch: u64) -> Result<u64> {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let max = MaxParallelism::new(args.max_parallelism)?;
+    let backend: BackendConfig = args
+        .backend
+        .parse()
+        .with_context(|| format!("--backend {}", args.backend))?;
+    if matches!(backend, BackendConfig::RocksDb { .. }) && !cfg!(feature = "rocksdb") {
+        bail!("this flowstate was built without RocksDB: build it with `--features rocksdb` for --backend rocksdb, or pick heap or lmdb");
+    }
+    let factory = backend.build()?;
     let temp;
-    let storage = match (&args.storage_url, &args.dir) {
-        (Some(url), _) => CheckpointStorage::from_url(url, Vec::<(String, String)>::new())?,
-        (None, Some(dir)) => CheckpointStorage::local(dir)?,
-        (None, None) => {
+    let storage = match &args.storage {
+        Some(location) => CheckpointStorage::open(location)
+            .with_context(|| format!("opening the checkpoint storage {location}"))?,
+        None => {
             temp = tempfile::tempdir().context("creating a temporary checkpoint directory")?;
             CheckpointStorage::local(temp.path())?
         }
     };
-    println!("flowstate demo: {} partitions x {} records per round, {} keys, max parallelism {max}, checkpoints in {storage:?}",
-        args.partitions, args.batch, args.keys);
+    println!("flowstate demo: {} partitions x {} records per round, {} keys, max parallelism {max}, {} backend, checkpoints in {storage}",
+        args.partitions, args.batch, args.keys, factory.name());
     let job = Job {
         max,
         key_codec: SerdeCodec::new(),
         storage,
-        factory: BackendConfig::Heap.build()?,
+        factory,
         args,
     };
 

@@ -30,6 +30,9 @@ pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     description: String,
+    /// Where the storage is, as a user would type it again (`file:///abs/dir`,
+    /// `s3://bucket/prefix`, `memory:///`): for messages and tools.
+    location: String,
     /// The directory on local disk, when the store is [`CheckpointStorage::local`]'s.
     local_dir: Option<PathBuf>,
 }
@@ -43,16 +46,63 @@ impl fmt::Debug for CheckpointStorage {
     }
 }
 
+/// The storage's location as a URL ([`CheckpointStorage::location`]).
+impl fmt::Display for CheckpointStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.location)
+    }
+}
+
 impl CheckpointStorage {
     /// Any object store, with every path under `root`.
     pub fn new(store: Arc<dyn ObjectStore>, root: impl Into<Path>) -> Self {
         let description = store.to_string();
+        let root = root.into();
+        let location = format!("{description}/{root}");
         Self {
             store,
-            root: root.into(),
+            root,
+            location,
             description,
             local_dir: None,
         }
+    }
+
+    /// Where the storage is, as a URL a user can pass back to [`CheckpointStorage::open`]:
+    /// `file:///abs/dir` for local disk, the URL it was opened from otherwise (`s3://…`,
+    /// `memory:///`). Stores built with [`CheckpointStorage::new`] describe the store and root.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Like [`CheckpointStorage::open`], for tools that only read: a local directory (plain
+    /// path or `file://` URL) must exist already, and is never created;
+    /// [`Error::StorageNotFound`] otherwise. Remote stores are opened as they are (a missing
+    /// bucket shows on the first request).
+    pub fn open_existing(location: &str) -> Result<Self> {
+        let local = if location.contains("://") {
+            match url::Url::parse(location) {
+                Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
+                _ => None,
+            }
+        } else if location.trim().is_empty() {
+            None
+        } else {
+            Some(std::path::PathBuf::from(location))
+        };
+        if let Some(dir) = local {
+            if !dir.is_dir() {
+                return Err(Error::StorageNotFound {
+                    location: location.to_string(),
+                    reason: if dir.exists() {
+                        "it is not a directory".into()
+                    } else {
+                        "no such directory".into()
+                    },
+                });
+            }
+        }
+        Self::open(location)
     }
 
     /// A directory on local disk (created if missing): the embedded default. Durable: every
@@ -69,6 +119,9 @@ impl CheckpointStorage {
         let canonical = std::fs::canonicalize(dir)
             .map_err(|e| Error::io(format!("resolving checkpoint dir {}", dir.display()), e))?;
         let mut storage = Self::new(Arc::new(fs), Path::default());
+        storage.location = url::Url::from_directory_path(&canonical)
+            .map(|url| url.to_string().trim_end_matches('/').to_string())
+            .unwrap_or_else(|()| canonical.display().to_string());
         storage.local_dir = Some(canonical);
         Ok(storage)
     }
@@ -91,7 +144,9 @@ impl CheckpointStorage {
 
     /// In memory: for tests and benchmarks.
     pub fn in_memory() -> Self {
-        Self::new(Arc::new(InMemory::new()), Path::default())
+        let mut storage = Self::new(Arc::new(InMemory::new()), Path::default());
+        storage.location = "memory:///".into();
+        storage
     }
 
     /// From a URL: `file:///abs/dir`, `memory:///`, `s3://bucket/prefix` (S3 options such as
@@ -143,7 +198,9 @@ impl CheckpointStorage {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(Self::new(Arc::from(store), root))
+        let mut storage = Self::new(Arc::from(store), root);
+        storage.location = url.to_string();
+        Ok(storage)
     }
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
@@ -292,6 +349,16 @@ impl CheckpointStorage {
         let path = self.full_path(relative)?;
         match self.store.head(&path).await {
             Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(&path, e)),
+        }
+    }
+
+    /// Size and last modification time of a file, or `None` if it does not exist.
+    pub async fn head(&self, relative: &str) -> Result<Option<object_store::ObjectMeta>> {
+        let path = self.full_path(relative)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::storage(&path, e)),
         }
@@ -486,6 +553,45 @@ mod tests {
                 operator,
             }],
         )
+    }
+
+    #[test]
+    fn open_existing_never_creates_a_local_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let missing = parent.path().join("no-such-dir");
+        let location = missing.to_str().unwrap();
+        for attempt in [location.to_string(), format!("file://{location}")] {
+            match CheckpointStorage::open_existing(&attempt) {
+                Err(Error::StorageNotFound { location, .. }) => assert_eq!(location, attempt),
+                other => panic!("{attempt}: expected StorageNotFound, got {other:?}"),
+            }
+            assert!(!missing.exists(), "{attempt} created the directory");
+        }
+        let file = parent.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            CheckpointStorage::open_existing(file.to_str().unwrap()),
+            Err(Error::StorageNotFound { reason, .. }) if reason.contains("not a directory")
+        ));
+        let existing = CheckpointStorage::open_existing(parent.path().to_str().unwrap()).unwrap();
+        assert_eq!(
+            existing.local_dir(),
+            Some(std::fs::canonicalize(parent.path()).unwrap().as_path())
+        );
+    }
+
+    #[test]
+    fn location_is_a_url_to_open_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = CheckpointStorage::local(dir.path()).unwrap();
+        let canonical = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(local.location(), format!("file://{}", canonical.display()));
+        assert_eq!(local.to_string(), local.location());
+        let again = CheckpointStorage::open(local.location()).unwrap();
+        assert_eq!(again.local_dir(), local.local_dir());
+        assert_eq!(CheckpointStorage::in_memory().location(), "memory:///");
+        let memory = CheckpointStorage::open("memory:///").unwrap();
+        assert_eq!(memory.location(), "memory:///");
     }
 
     #[test]

@@ -33,8 +33,8 @@
 use bytes::Bytes;
 
 use crate::backend::BoxFuture;
-use crate::backend::{KeyedSnapshotView, SnapshotJob};
-use crate::checkpoint::{CheckpointStorage, FileRef, KeyedStateHandle};
+use crate::backend::{KeyedSnapshotView, SnapshotJob, SnapshotRequest};
+use crate::checkpoint::{CheckpointId, CheckpointStorage, FileRef, KeyedStateHandle};
 use crate::error::Result;
 
 #[doc(hidden)]
@@ -55,6 +55,57 @@ pub use restore::{
     restore_file, restore_into,
 };
 
+/// What a keyed snapshot file is, as its name says.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum KeyedFileRole {
+    /// A full snapshot, complete on its own.
+    Full,
+    /// The base of an incremental chain (a full snapshot later deltas build on).
+    Base,
+    /// A delta of an incremental chain.
+    Delta,
+}
+
+impl KeyedFileRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyedFileRole::Full => "full",
+            KeyedFileRole::Base => "base",
+            KeyedFileRole::Delta => "delta",
+        }
+    }
+}
+
+/// The name (last path segment) of a keyed snapshot file, one scheme for every backend:
+/// `keyed-<subtask, 5 digits>-<backend>-chk<checkpoint id, 20 digits>-<role>-<16 hex
+/// digits>.fsnap`. Listings sort a storage's files by subtask, then backend, then checkpoint.
+/// The hex digits (time, process id and a process-wide counter) keep apart the files of two
+/// attempts of one checkpoint, or of two backend instances, which must never share a path.
+pub fn keyed_file_name(
+    backend: &str,
+    subtask_index: u32,
+    checkpoint_id: CheckpointId,
+    role: KeyedFileRole,
+) -> String {
+    format!(
+        "keyed-{subtask_index:05}-{backend}-chk{:020}-{}-{:016x}.fsnap",
+        checkpoint_id.get(),
+        role.as_str(),
+        unique_suffix()
+    )
+}
+
+/// Time, process id and a process-wide counter, mixed.
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48) ^ (u64::from(std::process::id()) << 32)
+}
+
 /// The file name a delta's [`FileLineage::previous`] names a file by: its path's last
 /// segment.
 pub fn lineage_name(file: &FileRef) -> &str {
@@ -69,6 +120,18 @@ pub struct CanonicalSnapshotJob {
 }
 
 impl CanonicalSnapshotJob {
+    /// The full snapshot a backend named `backend` takes for `request`: `view` written to
+    /// the checkpoint's own directory under [`keyed_file_name`].
+    pub fn for_request(
+        view: Box<dyn KeyedSnapshotView>,
+        backend: &str,
+        request: &SnapshotRequest,
+    ) -> Self {
+        let id = request.checkpoint_id;
+        let name = keyed_file_name(backend, request.subtask_index, id, KeyedFileRole::Full);
+        Self::new(view, CheckpointStorage::exclusive_path(id, &name))
+    }
+
     /// Writes `view` as a full snapshot to `path` (relative to the storage root).
     pub fn new(view: Box<dyn KeyedSnapshotView>, path: String) -> Self {
         Self {

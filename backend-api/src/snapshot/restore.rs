@@ -185,12 +185,7 @@ async fn apply_file<B: KeyedStateBackend + ?Sized>(
     let owned = backend.key_group_range();
     let kind = info.metadata.kind;
     read_blocks(storage, file, info, &range, |key_group, rows| {
-        if !owned.contains(key_group) {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: owned.to_string(),
-            });
-        }
+        owned.check_owns(key_group)?;
         let rows = rows
             .iter()
             .map(|r| check_row(r, key_group, max, &states, kind, &file.path))

@@ -97,18 +97,13 @@ impl ReferenceBackend {
     }
 
     fn check_owned(&self, key_group: KeyGroup) -> Result<()> {
-        if self.range.contains(key_group) {
-            return Ok(());
-        }
-        Err(Error::KeyGroupNotOwned {
-            key_group: key_group.get(),
-            range: self.range.to_string(),
-        })
+        self.range.check_owns(key_group)
     }
 
     /// The checks of every access, in the contract's order: `key` is owned, `state` is
     /// registered, and `operation` suits its kind (`None`: any kind).
-    /// (Every backend writes these checks itself: `flowstate-api` has no helper for them yet.)
+    /// The errors come from `flowstate-api` (`KeyGroupRange::check_owns`,
+    /// `StateRegistry::unsupported`), as in every backend.
     fn table<'a>(
         &self,
         tables: &'a mut [Table],
@@ -122,12 +117,7 @@ impl ReferenceBackend {
             .get_mut(state.index())
             .ok_or(Error::UnknownStateId { id: state.0 })?;
         if layout.is_some_and(|wanted| wanted != table.layout) {
-            let meta = self.registry.get(state)?;
-            return Err(Error::UnsupportedOperation {
-                operation,
-                kind: meta.kind,
-                name: meta.name,
-            });
+            return Err(self.registry.unsupported(state, operation));
         }
         Ok(&mut table.rows)
     }

@@ -5,9 +5,9 @@ use flowstate_api::key_layout::{decode_key, key_group_bounds};
 use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::StorageLayout;
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView,
-    MaxParallelism, Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend,
-    StateId, StateMetadata, StateRow,
+    CheckpointId, Error, KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result,
+    RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateId, StateMetadata,
+    StateRow,
 };
 
 use super::backend::{prefix_of, under, Inner, ReferenceBackend, Table};
@@ -45,9 +45,8 @@ impl StateBackend for ReferenceBackend {
         if request.kind == SnapshotKind::Full {
             let view = self.capture(&inner, None);
             self.chain.record_full(id);
-            let name = format!("keyed-reference-sub{}.fsnap", request.subtask_index);
-            let path = CheckpointStorage::exclusive_path(id, &name);
-            return Ok(Box::new(CanonicalSnapshotJob::new(Box::new(view), path)));
+            let job = CanonicalSnapshotJob::for_request(Box::new(view), "reference", request);
+            return Ok(Box::new(job));
         }
         // Planned and sealed under the lock completion takes: the delta's changes are exactly
         // those since the base the plan names.
@@ -58,9 +57,9 @@ impl StateBackend for ReferenceBackend {
             ChangelogPlan::Delta { .. } => self.capture(&inner, Some(changed)),
         };
         drop(inner);
-        let owner = format!("reference-sub{}", request.subtask_index);
         let chain = self.chain.clone();
-        let job = ChangelogSnapshotJob::new(Box::new(view), plan, chain, id, &owner);
+        let index = request.subtask_index;
+        let job = ChangelogSnapshotJob::new(Box::new(view), plan, chain, id, "reference", index);
         Ok(Box::new(job))
     }
 
@@ -125,12 +124,7 @@ impl KeyedSnapshotView for ReferenceSnapshotView {
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
         // A view covers exactly its range: asking for another key group is a caller's bug.
-        if !self.range.contains(key_group) {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: key_group.get(),
-                range: self.range.to_string(),
-            });
-        }
+        self.range.check_owns(key_group)?;
         let Some(changed) = &self.changed else {
             // The key layout makes each key group one contiguous key range.
             let (lower, upper) = key_group_bounds(&KeyGroupRange::single(key_group));

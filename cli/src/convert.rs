@@ -1,0 +1,466 @@
+//! `flowstate convert`: a canonical (portable, backend-independent) copy of any checkpoint,
+//! optionally re-split at another parallelism; Flink's "canonical savepoint" as a command.
+//!
+//! Every new subtask is restored from the source checkpoint at the new parallelism, through
+//! the runtime as a job would restore it (native RocksDB handles into RocksDB in a temporary
+//! directory, everything else into the heap backend; operator state by the runtime's
+//! redistribution rules). A [`CheckpointCoordinator`] opened on the target storage, with the
+//! source's max parallelism and the new parallelism, takes a full checkpoint of them: each
+//! subtask is captured with [`SnapshotKind::Full`] (one canonical file, nothing shared),
+//! uploaded and acknowledged; the coordinator publishes the manifest. The target's
+//! coordinator assigns the id (1 in an empty storage), which the output names.
+//!
+//! The target must be empty: `convert` never overwrites or mixes with other checkpoints (a
+//! storage root belongs to one job: the coordinator collects files no checkpoint of it
+//! references), and it is never the source, inside it or around it. The source is only read.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flowstate_api::{
+    CheckpointManifest, CheckpointStorage, KeyedStateHandle, Parallelism, SnapshotKind,
+};
+use flowstate_runtime::{
+    CheckpointCoordinator, CoordinatorConfig, Outcome, SubtaskAck, SubtaskReport,
+};
+use serde::Serialize;
+
+use crate::inspect::{choose_checkpoint, FileReport, RangeReport};
+use crate::output::{self, human_bytes};
+use crate::restore::Reader;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  flowstate convert ./ckpts --checkpoint 12 --to ./portable\n  flowstate convert ./ckpts --checkpoint 12 --to ./portable-4 --parallelism 4\n  flowstate convert s3://bucket/job --checkpoint 12 --to s3://bucket/job-portable --json"
+)]
+pub struct ConvertArgs {
+    /// The checkpoint storage to read: a directory, file:///dir, s3://bucket/prefix (with the
+    /// AWS_* variables). Only read.
+    source: String,
+    /// The checkpoint to convert.
+    #[arg(long, value_name = "ID")]
+    checkpoint: u64,
+    /// Where to write the canonical checkpoint: a new or empty directory or URL (created if
+    /// missing). Never the source, a place inside it or around it.
+    #[arg(long, value_name = "STORAGE")]
+    to: String,
+    /// Parallelism of the written checkpoint, 1 to the source's max parallelism (default: the
+    /// source's parallelism).
+    #[arg(long, value_name = "M")]
+    parallelism: Option<u32>,
+    /// Print the report as JSON (see `ConvertReport` for the fields).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `convert --json`. Field names are part of the CLI's interface.
+#[derive(Serialize, Debug)]
+pub struct ConvertReport {
+    /// The source storage and checkpoint.
+    pub source: String,
+    pub source_checkpoint_id: u64,
+    pub source_parallelism: u32,
+    /// Kinds of the source's keyed handles (`canonical`, `changelog`, `native rocksdb`).
+    pub source_handles: Vec<String>,
+    /// The target storage, and the checkpoint written there (its id is the target's).
+    pub target: String,
+    pub checkpoint_id: u64,
+    pub max_parallelism: u32,
+    pub parallelism: u32,
+    /// Files the written checkpoint references (keyed and operator state) and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+    /// The written subtasks, ascending.
+    pub subtasks: Vec<ConvertedSubtask>,
+}
+
+/// One subtask of the written checkpoint.
+#[derive(Serialize, Debug)]
+pub struct ConvertedSubtask {
+    pub index: u32,
+    pub key_groups: RangeReport,
+    /// Its canonical keyed state file.
+    pub keyed_file: Option<FileReport>,
+    /// Its operator state file; `null` when it has no operator state.
+    pub operator_file: Option<FileReport>,
+}
+
+pub async fn run(args: ConvertArgs) -> Result<()> {
+    let source = CheckpointStorage::open_existing(&args.source)
+        .with_context(|| format!("opening the checkpoint storage {}", args.source))?;
+    let ids = source
+        .list_checkpoints()
+        .await
+        .with_context(|| format!("listing the checkpoints of {source}"))?;
+    let id = choose_checkpoint(&source, &ids, Some(args.checkpoint))?;
+    let manifest = source
+        .read_manifest(id)
+        .await
+        .with_context(|| format!("reading checkpoint {id} of {source}"))?;
+    let max = manifest.max_parallelism;
+    let parallelism = match args.parallelism {
+        None => manifest.parallelism,
+        Some(0) => bail!("--parallelism 0: a checkpoint has at least 1 subtask"),
+        Some(p) if p > max.get() => bail!(
+            "--parallelism {p}: checkpoint {id} has max parallelism {max}, the most subtasks its key groups can be split over (it is fixed for the life of the job's state)"
+        ),
+        Some(p) => Parallelism::new(p)?,
+    };
+    check_not_overlapping(&source, &args.to)?;
+    let target = CheckpointStorage::open(&args.to)
+        .with_context(|| format!("opening the target storage {}", args.to))?;
+    check_empty(&target).await?;
+
+    let json = args.json;
+    let report = match convert(&source, &manifest, &target, parallelism, json).await {
+        Ok(report) => report,
+        Err(error) => {
+            remove_bookkeeping(&target).await;
+            return Err(error);
+        }
+    };
+    if json {
+        output::print_json(&report)
+    } else {
+        print_human(&report);
+        Ok(())
+    }
+}
+
+async fn convert(
+    source: &CheckpointStorage,
+    manifest: &CheckpointManifest,
+    target: &CheckpointStorage,
+    parallelism: Parallelism,
+    json: bool,
+) -> Result<ConvertReport> {
+    let source_id = manifest.checkpoint_id;
+    let config = CoordinatorConfig::new(manifest.max_parallelism, parallelism);
+    let mut coordinator = CheckpointCoordinator::open(target.clone(), config)
+        .await
+        .with_context(|| format!("opening a checkpoint coordinator on {target}"))?;
+    let id = coordinator.trigger();
+    let mut reader = Reader::new();
+    let mut outcomes = Vec::new();
+    let bar = output::progress(u64::from(parallelism.get()), "converting subtasks", json);
+    for index in 0..parallelism.get() {
+        let ack = match convert_subtask(
+            &mut reader,
+            source,
+            manifest,
+            target,
+            parallelism,
+            index,
+            id,
+        )
+        .await
+        {
+            Ok(ack) => ack,
+            Err(error) => {
+                bar.finish_and_clear();
+                let reason = format!("{error:#}");
+                // Aborting deletes what the checkpoint uploaded so far.
+                let _ = coordinator
+                    .report(SubtaskReport::Declined {
+                        checkpoint_id: id,
+                        subtask_index: index,
+                        reason,
+                    })
+                    .await;
+                return Err(error.context(format!(
+                    "converting checkpoint {source_id} of {source}: new subtask {index} of {parallelism}"
+                )));
+            }
+        };
+        outcomes.extend(
+            coordinator
+                .acknowledge(ack)
+                .await
+                .with_context(|| format!("acknowledging subtask {index} to the coordinator"))?,
+        );
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let completed = match outcomes.as_slice() {
+        [Outcome::Completed(completed)] if completed.manifest.checkpoint_id == id => completed,
+        _ => {
+            let verdicts: Vec<String> = outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Completed(c) => format!("{} completed", c.manifest.checkpoint_id),
+                    Outcome::Aborted { id, reason } => format!("{id} aborted: {reason}"),
+                })
+                .collect();
+            bail!("the converted checkpoint {id} did not complete once every subtask acknowledged it: {verdicts:?}");
+        }
+    };
+    let written = &completed.manifest;
+    if let Some(odd) = written
+        .subtasks
+        .iter()
+        .find(|s| !matches!(s.keyed, Some(KeyedStateHandle::Canonical { .. })))
+    {
+        bail!(
+            "subtask {} of the converted checkpoint {id} has no canonical handle: {}",
+            odd.subtask_index,
+            odd.keyed
+                .as_ref()
+                .map_or("none".into(), KeyedStateHandle::describe)
+        );
+    }
+    let files = written.files();
+    Ok(ConvertReport {
+        source: source.location().to_string(),
+        source_checkpoint_id: source_id.get(),
+        source_parallelism: manifest.parallelism.get(),
+        source_handles: handle_kinds(manifest),
+        target: target.location().to_string(),
+        checkpoint_id: id.get(),
+        max_parallelism: written.max_parallelism.get(),
+        parallelism: written.parallelism.get(),
+        files: files.len(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        subtasks: written
+            .subtasks
+            .iter()
+            .map(|s| ConvertedSubtask {
+                index: s.subtask_index,
+                key_groups: s.key_group_range.into(),
+                keyed_file: s.keyed.as_ref().and_then(|k| {
+                    k.files().first().map(|f| FileReport {
+                        path: f.path.clone(),
+                        bytes: f.size,
+                    })
+                }),
+                operator_file: s.operator.as_ref().map(|f| FileReport {
+                    path: f.path.clone(),
+                    bytes: f.size,
+                }),
+            })
+            .collect(),
+    })
+}
+
+/// Restores new subtask `index`, captures a full (canonical) snapshot of it for checkpoint
+/// `id` and uploads it to `target`.
+async fn convert_subtask(
+    reader: &mut Reader,
+    source: &CheckpointStorage,
+    manifest: &CheckpointManifest,
+    target: &CheckpointStorage,
+    parallelism: Parallelism,
+    index: u32,
+    id: flowstate_api::CheckpointId,
+) -> Result<SubtaskAck> {
+    let restored = reader
+        .restore(source, manifest, parallelism, index)
+        .await
+        .context("restoring it from the source")?;
+    let captured = restored
+        .capture(id, SnapshotKind::Full)
+        .context("capturing a full snapshot")?;
+    let ack = captured
+        .upload(target.clone())
+        .await
+        .with_context(|| format!("uploading it to {target}"))?;
+    match &ack.state.keyed {
+        Some(KeyedStateHandle::Canonical { .. }) => Ok(ack),
+        other => bail!(
+            "its full snapshot is not canonical but {}: the backend does not write canonical full snapshots",
+            other
+                .as_ref()
+                .map_or("absent".into(), KeyedStateHandle::describe)
+        ),
+    }
+}
+
+fn handle_kinds(manifest: &CheckpointManifest) -> Vec<String> {
+    let kinds: BTreeSet<String> = manifest
+        .subtasks
+        .iter()
+        .filter_map(|s| s.keyed.as_ref())
+        .map(|k| match k {
+            KeyedStateHandle::Canonical { .. } => "canonical".to_string(),
+            KeyedStateHandle::Changelog { .. } => "changelog".to_string(),
+            KeyedStateHandle::Native { backend, .. } => format!("native {backend}"),
+        })
+        .collect();
+    kinds.into_iter().collect()
+}
+
+/// Refuses a target that is the source, lies inside it or contains it: the coordinator
+/// writing there would collect the source's files as garbage (or the source's its).
+fn check_not_overlapping(source: &CheckpointStorage, to: &str) -> Result<()> {
+    let relation = match (source.local_dir(), local_dir_of(to)) {
+        (Some(source_dir), Some(target)) => {
+            let target =
+                resolve(&target).with_context(|| format!("resolving the target directory {to}"))?;
+            relation(&target, source_dir)
+        }
+        (None, None) => {
+            let normalize = |s: &str| s.trim_end_matches('/').to_string();
+            let (s, t) = (normalize(source.location()), normalize(to));
+            if s.starts_with("memory:") || t.starts_with("memory:") {
+                None
+            } else if s == t {
+                Some("is")
+            } else if t.starts_with(&format!("{s}/")) {
+                Some("lies inside")
+            } else if s.starts_with(&format!("{t}/")) {
+                Some("contains")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    if let Some(relation) = relation {
+        bail!(
+            "--to {to} {relation} the source storage {source}: write the canonical checkpoint to a separate, empty directory or prefix"
+        );
+    }
+    Ok(())
+}
+
+fn relation(target: &Path, source: &Path) -> Option<&'static str> {
+    if target == source {
+        Some("is")
+    } else if target.starts_with(source) {
+        Some("lies inside")
+    } else if source.starts_with(target) {
+        Some("contains")
+    } else {
+        None
+    }
+}
+
+/// The local directory a location names (a plain path or a `file://` URL), as
+/// [`CheckpointStorage::open`] reads it.
+fn local_dir_of(location: &str) -> Option<PathBuf> {
+    if let Some(path) = location.strip_prefix("file://") {
+        Some(PathBuf::from(path))
+    } else if location.contains("://") || location.trim().is_empty() {
+        None
+    } else {
+        Some(PathBuf::from(location))
+    }
+}
+
+/// `path` made absolute without creating anything: its longest existing ancestor resolved
+/// (symbolic links followed), the rest appended with `.` and `..` applied.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("reading the current directory")?
+            .join(path)
+    };
+    let parts: Vec<Component<'_>> = absolute.components().collect();
+    for existing in (0..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..existing].iter().collect();
+        if existing > 0 && !prefix.exists() {
+            continue;
+        }
+        let mut out = if existing == 0 {
+            PathBuf::from("/")
+        } else {
+            std::fs::canonicalize(&prefix)
+                .with_context(|| format!("resolving {}", prefix.display()))?
+        };
+        for part in &parts[existing..] {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(name) => out.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return Ok(out);
+    }
+    Ok(absolute)
+}
+
+/// Refuses a target that holds anything: checkpoints of another job, or files a coordinator
+/// would collect.
+async fn check_empty(target: &CheckpointStorage) -> Result<()> {
+    let files = target
+        .list("")
+        .await
+        .with_context(|| format!("listing the target storage {target}"))?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let checkpoints = target.list_checkpoints().await.unwrap_or_default();
+    let what = if checkpoints.is_empty() {
+        format!(
+            "{} file{} (such as {})",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            files[0].0
+        )
+    } else {
+        crate::inspect::list_ids(&checkpoints)
+    };
+    bail!(
+        "the target storage {target} is not empty: it holds {what}. convert writes only into an empty storage and never overwrites: choose a new directory or prefix"
+    )
+}
+
+/// After a failed conversion: the coordinator aborted the checkpoint and deleted its files;
+/// what remains is its own bookkeeping (fencing epochs, the registry copy), removed so the
+/// target is empty again and the conversion can be retried. Best effort.
+async fn remove_bookkeeping(target: &CheckpointStorage) {
+    let Ok(files) = target.list("").await else {
+        return;
+    };
+    for (path, _) in files {
+        if path.starts_with("_coordinator/") || path == "_shared_registry.json" {
+            let _ = target.delete(&path).await;
+        }
+    }
+}
+
+fn print_human(r: &ConvertReport) {
+    println!(
+        "converted checkpoint {} of {} (parallelism {}, {} handles)",
+        r.source_checkpoint_id,
+        r.source,
+        r.source_parallelism,
+        r.source_handles.join(" and ")
+    );
+    println!(
+        "wrote checkpoint {} to {}: parallelism {}, max parallelism {}, canonical handles, {} files, {}",
+        r.checkpoint_id,
+        r.target,
+        r.parallelism,
+        r.max_parallelism,
+        r.files,
+        human_bytes(r.bytes)
+    );
+    for s in &r.subtasks {
+        let file = |f: &Option<FileReport>| match f {
+            Some(f) => format!("{} ({})", f.path, human_bytes(f.bytes)),
+            None => "none".into(),
+        };
+        println!(
+            "  subtask {}: key groups {} to {}: keyed {}, operator state {}",
+            s.index,
+            s.key_groups.start,
+            s.key_groups.end,
+            file(&s.keyed_file),
+            file(&s.operator_file)
+        );
+    }
+    if r.target.starts_with("memory:") {
+        println!("memory:// is gone when flowstate exits: this was a dry run");
+    } else {
+        println!(
+            "any backend restores it: `flowstate inspect {} --checkpoint {}` shows it",
+            r.target, r.checkpoint_id
+        );
+    }
+}
