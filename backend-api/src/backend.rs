@@ -147,7 +147,11 @@ pub struct StateRow<'a> {
 }
 
 /// The payload of a [`StateRow`].
+///
+/// `#[non_exhaustive]`: new row kinds are foreseeable (timers, say); a backend answers a row
+/// kind it does not store with an error, never by dropping the row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RowValue<'a> {
     /// The value of a value/reducing/aggregating state.
     Value(&'a [u8]),
@@ -157,6 +161,19 @@ pub enum RowValue<'a> {
     MapEntry { user_key: &'a [u8], value: &'a [u8] },
     /// (key, namespace) of the state is cleared. Only in incremental deltas.
     Tombstone,
+}
+
+impl RowValue<'_> {
+    /// What the row holds, in words, for error messages (`value`, `list`, `map entry`,
+    /// `tombstone`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RowValue::Value(_) => "value",
+            RowValue::List(_) => "list",
+            RowValue::MapEntry { .. } => "map entry",
+            RowValue::Tombstone => "tombstone",
+        }
+    }
 }
 
 /// A consistent point-in-time view of a backend's keyed state, readable while the backend
@@ -176,7 +193,11 @@ pub trait KeyedSnapshotView: Send + Sync {
 
 /// Full: everything. Incremental: what changed since the last completed checkpoint, on top of
 /// files shared with earlier checkpoints (backends without incremental support write full).
+///
+/// `#[non_exhaustive]`: more kinds are foreseeable (a savepoint, say); a backend that does not
+/// know a kind writes a full snapshot, which every restore reads.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum SnapshotKind {
     Full,
     Incremental,

@@ -72,6 +72,9 @@ impl Default for ChangelogPolicy {
 }
 
 /// What the next incremental checkpoint writes.
+///
+/// Exhaustive on purpose: the backend must capture the view that matches the plan (full for a
+/// base, changes for a delta), so a new plan must be a compile error in each backend.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChangelogPlan {
     /// A full base; the chain restarts.

@@ -150,6 +150,22 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A backend reached one of its limits (map size, open readers, number of states, key
+    /// size, ...): the job cannot go on as configured, and an operator acts by changing the
+    /// backend's configuration or the job. The source is the backend's own error, which names
+    /// the setting.
+    #[error("{backend} backend reached a limit: {source}")]
+    LimitReached {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// An API was called in a way its documentation rules out (e.g. a snapshot view read
+    /// after it was released): a bug in the caller, or in flowstate.
+    #[error("invalid use of flowstate: {detail}")]
+    InvalidUse { detail: String },
+
     /// An error of a backend's own machinery (its storage engine, its files), with the
     /// backend's error as the source: callers walk `source()` for the engine's error.
     #[error("{backend} backend error: {source}")]

@@ -1,6 +1,6 @@
 //! Key groups: the unit of rescaling.
 //!
-//! The arithmetic here is normative and identical to Apache Flink's (see `KEY-GROUPS.md`):
+//! The arithmetic here is normative and identical to Apache Flink's (see `docs/key-groups.md`):
 //! a key's canonical bytes are hashed with MurmurHash3 x86 32-bit (seed 0), the hash is mixed
 //! once more with Flink's `MathUtils.murmurHash`, and the result modulo the max parallelism is
 //! the key group. Contiguous key-group ranges are assigned to operator subtasks.

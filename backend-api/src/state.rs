@@ -12,7 +12,11 @@ use crate::key_groups::{key_group_for_key_bytes, KeyGroup, MaxParallelism};
 
 /// The five kinds of keyed state. Reducing and aggregating state store one value per
 /// (key, namespace), like value state, but fold on `add`.
+///
+/// `#[non_exhaustive]`: a new kind maps onto a [`StorageLayout`] ([`StateKind::layout`]), which
+/// is what backends store by, so adding one breaks no backend.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum StateKind {
     Value,
     List,
@@ -66,6 +70,9 @@ impl fmt::Display for StateKind {
 }
 
 /// What a backend has to store for a state kind.
+///
+/// Exhaustive on purpose: every backend implements every layout, so a new layout must be a
+/// compile error in each backend, not a fallback arm.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StorageLayout {
     /// One byte string per (key, namespace).
@@ -157,6 +164,8 @@ struct RegistryInner {
 }
 
 /// What [`StateRegistry::register`] did.
+///
+/// Exhaustive on purpose: a name is either new or existing; a backend must act on `Created`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Registration {
     /// The name was new: the backend must create storage for it.

@@ -38,7 +38,7 @@ fn old_subtasks(counts: &[Vec<usize>]) -> Vec<Option<OperatorStateSnapshot>> {
 fn list<'a>(snapshot: &'a OperatorStateSnapshot, name: &str) -> &'a [Vec<u8>] {
     match snapshot.get(name).map(|s| &s.data) {
         Some(OperatorStateData::List(l)) => l,
-        Some(OperatorStateData::Broadcast(_)) => panic!("{name} is not a list"),
+        Some(_) => panic!("{name} is not a list"),
         None => &[],
     }
 }

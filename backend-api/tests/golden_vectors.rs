@@ -1,4 +1,4 @@
-//! Checks flowstate's arithmetic against the golden vectors of `KEY-GROUPS.md` (copied into
+//! Checks flowstate's arithmetic against the golden vectors of `docs/key-groups.md` (in
 //! `tests/data/`): every row of every file.
 
 use std::collections::BTreeMap;

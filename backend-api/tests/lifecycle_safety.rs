@@ -162,13 +162,14 @@ fn manifests_read_back_are_validated() {
         let stored: serde_json::Value =
             serde_json::from_slice(&storage.get(&path).await.unwrap()).unwrap();
 
-        // A changed value under an intact checksum.
+        // A changed value under an intact checksum: the checksum's own error, naming the
+        // manifest.
         let mut damaged = stored.clone();
         damaged["subtasks"][0]["operator"]["size"] = 99.into();
         write_raw(damaged).await;
         assert!(matches!(
             storage.read_manifest(id).await,
-            Err(Error::Corrupt { .. })
+            Err(Error::ChecksumMismatch { what, .. }) if what == "manifest of checkpoint 4"
         ));
 
         // Format version 0 and versions from the future.

@@ -394,7 +394,7 @@ fn redistribute_matches_per_subtask_restore() {
         .iter()
         .map(|s| match &s.get("a").unwrap().data {
             OperatorStateData::List(l) => l.iter().map(|e| e[0] - b'0').collect(),
-            OperatorStateData::Broadcast(_) => panic!("a is a list"),
+            _ => panic!("a is a list"),
         })
         .collect();
     // 5 elements over 3: base 1, rem 2 -> [1,2] [3,4] [5].

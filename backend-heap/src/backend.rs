@@ -1,91 +1,30 @@
-//! [`HeapBackend`]: keyed state in memory.
+//! [`HeapBackend`]: keyed state in memory, the live state and its operations. Snapshots and
+//! checkpoint bookkeeping are in `checkpoint`, restores (`apply_rows`) in `restore`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flowstate_api::changelog::{
-    ChangelogChain, ChangelogPlan, ChangelogPolicy, ChangelogSnapshotJob,
-};
-use flowstate_api::key_groups::key_group_for_key_bytes;
+use flowstate_api::changelog::ChangelogChain;
 use flowstate_api::list_encoding;
-use flowstate_api::snapshot::CanonicalSnapshotJob;
 use flowstate_api::state::{StateRegistry, StorageLayout};
 use flowstate_api::{
-    CheckpointId, Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, MaxParallelism,
-    Result, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateId,
+    Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, MaxParallelism, Result, StateId,
     StateMetadata, StateRow,
 };
 use parking_lot::Mutex;
 
-use crate::cell::{Cell, MapSlot, Versioned};
+use crate::cell::{Cell, Versioned, WriteEpoch};
+use crate::checkpoint::Checkpoints;
+use crate::config::HeapConfig;
 use crate::epoch::Epochs;
 use crate::key::EntryHasher;
-use crate::table::{KgTable, KgTables, Outcome, StateTable, Storage};
-use crate::view::HeapSnapshotView;
+use crate::map_slot::MapSlot;
+use crate::table::{KgTables, Outcome, StateTable, Storage};
 
-/// How a [`HeapBackend`] is set up.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HeapConfig {
-    /// Record which entries change between checkpoints, so incremental checkpoints upload
-    /// only those (as changelog deltas). Recording starts with the first incremental
-    /// checkpoint and costs one `Arc` clone and one push per entry per checkpoint interval
-    /// (on the entry's first change in it). Without it, incremental checkpoints are written
-    /// full.
-    pub change_tracking: bool,
-    /// When an incremental checkpoint writes a new base instead of another delta.
-    pub changelog: ChangelogPolicy,
-    /// Dashmap shards per (state, key group), a power of two of at least 2. `None`: enough
-    /// that a subtask's key groups together have about four shards per CPU.
-    pub shards_per_key_group: Option<usize>,
-}
-
-impl Default for HeapConfig {
-    fn default() -> Self {
-        Self {
-            change_tracking: true,
-            changelog: ChangelogPolicy::default(),
-            shards_per_key_group: None,
-        }
-    }
-}
-
-/// Sizes of a backend's bookkeeping, for tests and operators. Counting walks every entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeapStats {
-    /// (state, key, namespace) entries, including tombstones kept for snapshots.
-    pub entries: usize,
-    /// Removed values (or map entries) still kept because a live snapshot reads them.
-    pub tombstones: usize,
-    /// Old versions kept for live snapshots.
-    pub old_versions: usize,
-    /// Change records held for the next incremental checkpoint.
-    pub change_records: usize,
-    /// Entries listed for the version sweeper.
-    pub retained_entries: usize,
-    /// Live snapshot views.
-    pub live_snapshots: usize,
-}
-
-/// Change records are never a reason to re-base below this many (small states churn).
-const MIN_RECORDS_BEFORE_REBASE: usize = 4096;
-
-/// Incremental checkpoint bookkeeping: which snapshot epoch each checkpoint captured.
-#[derive(Debug, Default)]
-pub(crate) struct Checkpoints {
-    /// Incremental checkpoints taken and neither completed nor aborted yet.
-    pending: BTreeMap<CheckpointId, u64>,
-    /// The last completed checkpoint of the changelog chain and its epoch.
-    completed: Option<(CheckpointId, u64)>,
-    /// Change records of epochs up to this one have been dropped.
-    forgotten_through: u64,
-    /// `since` epochs of live delta views: their changes are kept until the view is dropped.
-    delta_floors: BTreeMap<u64, usize>,
-}
-
+/// What a [`HeapBackend`] handle shares with its clones and its snapshot views.
 pub(crate) struct Inner {
     pub(crate) max: MaxParallelism,
     pub(crate) range: KeyGroupRange,
-    config: HeapConfig,
+    pub(crate) config: HeapConfig,
     registry: StateRegistry,
     /// Keeps registry ids and table indices equal under concurrent registration.
     register_lock: Mutex<()>,
@@ -94,8 +33,8 @@ pub(crate) struct Inner {
     pub(crate) epochs: Epochs,
     hasher: EntryHasher,
     shards: usize,
-    checkpoints: Mutex<Checkpoints>,
-    chain: Arc<ChangelogChain>,
+    pub(crate) checkpoints: Mutex<Checkpoints>,
+    pub(crate) chain: Arc<ChangelogChain>,
 }
 
 /// The heap keyed state backend. Cheap to clone (a shared handle).
@@ -103,7 +42,7 @@ pub(crate) struct Inner {
 /// See the [crate docs](crate) for the storage layout and the snapshot scheme.
 #[derive(Clone)]
 pub struct HeapBackend {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for HeapBackend {
@@ -118,10 +57,10 @@ impl std::fmt::Debug for HeapBackend {
 
 /// Where a write goes: (key group, key, namespace).
 #[derive(Clone, Copy)]
-struct Addr<'a> {
-    key_group: KeyGroup,
-    key: &'a [u8],
-    namespace: &'a [u8],
+pub(crate) struct Addr<'a> {
+    pub(crate) key_group: KeyGroup,
+    pub(crate) key: &'a [u8],
+    pub(crate) namespace: &'a [u8],
 }
 
 impl<'a> Addr<'a> {
@@ -135,20 +74,35 @@ impl<'a> Addr<'a> {
     }
 }
 
+/// `write_list::<APPEND>` appends to a list, `write_list::<REPLACE>` replaces it.
+const APPEND: bool = true;
+const REPLACE: bool = false;
+
+/// The `vacant` of a write that never creates an entry (a removal).
+fn no_entry<V>() -> Option<fn(WriteEpoch) -> V> {
+    None
+}
+
+fn encoded_len(elements: &[&[u8]]) -> usize {
+    elements.iter().map(|e| 4 + e.len()).sum()
+}
+
+/// Appends `elements` to `buf` in `list_encoding` form.
+#[inline]
+fn push_elements(buf: &mut Vec<u8>, elements: &[&[u8]]) {
+    buf.reserve(encoded_len(elements));
+    for element in elements {
+        list_encoding::push_element(buf, element);
+    }
+}
+
+/// `elements` in `list_encoding` form, in a buffer of exactly their size.
 fn encoded_list(elements: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(elements.iter().map(|e| 4 + e.len()).sum());
+    let mut out = Vec::with_capacity(encoded_len(elements));
     for element in elements {
         list_encoding::push_element(&mut out, element);
     }
     out
-}
-
-fn default_shards(range: KeyGroupRange) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (4 * cpus)
-        .div_ceil(range.len() as usize)
-        .next_power_of_two()
-        .clamp(2, 64)
 }
 
 impl HeapBackend {
@@ -160,15 +114,7 @@ impl HeapBackend {
                 max_parallelism: max.get(),
             });
         }
-        let shards = match config.shards_per_key_group {
-            Some(n) if n >= 2 && n.is_power_of_two() => n,
-            Some(n) => {
-                return Err(Error::Config(format!(
-                    "shards_per_key_group is {n}: use a power of two of at least 2, or None for the default"
-                )))
-            }
-            None => default_shards(range),
-        };
+        let shards = config.shards(range)?;
         let chain = Arc::new(ChangelogChain::new(config.changelog.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -186,59 +132,6 @@ impl HeapBackend {
             }),
         })
     }
-
-    /// A consistent point-in-time view of all keyed state, taken in O(1) (it pins an epoch)
-    /// and readable while writers go on. Writers keep the versions it reads until it is
-    /// dropped.
-    pub fn snapshot_view(&self) -> HeapSnapshotView {
-        HeapSnapshotView::full(self.inner.clone())
-    }
-
-    /// A view of what changed since completed incremental checkpoint `since`: for every
-    /// changed (state, key, namespace) a tombstone row, then its current rows (as of the
-    /// view), in the canonical delta form. Fails when `since` is not the last completed
-    /// checkpoint of the backend's changelog chain or change tracking is off.
-    pub fn delta_view(&self, since: CheckpointId) -> Result<HeapSnapshotView> {
-        let mut checkpoints = self.inner.checkpoints.lock();
-        let since_epoch = self.inner.delta_base_epoch(&checkpoints, since)?;
-        Ok(HeapSnapshotView::delta(
-            self.inner.clone(),
-            &mut checkpoints,
-            since_epoch,
-        ))
-    }
-
-    /// The changelog chain of this backend's incremental checkpoints.
-    pub fn changelog_chain(&self) -> &Arc<ChangelogChain> {
-        &self.inner.chain
-    }
-
-    /// Counts entries and bookkeeping (walks all state: not for the hot path).
-    pub fn stats(&self) -> HeapStats {
-        fn add<V: Versioned>(stats: &mut HeapStats, tables: &KgTables<V>) {
-            for (_, table) in tables.created() {
-                stats.change_records += table.changes().lock().len();
-                stats.retained_entries += table.retained_len();
-                for entry in table.map.iter() {
-                    stats.entries += 1;
-                    let (versions, tombstones) = entry.value().history();
-                    stats.old_versions += versions;
-                    stats.tombstones += tombstones;
-                }
-            }
-        }
-        let mut stats = HeapStats {
-            live_snapshots: self.inner.epochs.live_count(),
-            ..HeapStats::default()
-        };
-        for (_, table) in self.inner.tables.iter() {
-            match &table.storage {
-                Storage::Bytes(t) => add(&mut stats, t),
-                Storage::Map(t) => add(&mut stats, t),
-            }
-        }
-        stats
-    }
 }
 
 impl Inner {
@@ -248,20 +141,22 @@ impl Inner {
     }
 
     #[inline]
-    fn table(&self, state: StateId) -> Result<&StateTable> {
+    pub(crate) fn table(&self, state: StateId) -> Result<&StateTable> {
         self.tables
             .get(state.index())
             .ok_or_else(|| Error::UnknownStateId { id: state.0 })
     }
 
-    /// The byte-string tables of a state with `layout`.
+    /// The byte-string tables of a state with `layout`, once `key` is known to be owned.
     #[inline]
     fn bytes(
         &self,
         state: StateId,
+        key: &KeyContext,
         layout: StorageLayout,
         operation: &'static str,
     ) -> Result<&KgTables<Cell>> {
+        self.check_owned(key.key_group())?;
         let table = self.table(state)?;
         match &table.storage {
             Storage::Bytes(t) if table.kind.layout() == layout => Ok(t),
@@ -269,8 +164,26 @@ impl Inner {
         }
     }
 
+    /// The list tables of a state, once `key` is known to be owned.
     #[inline]
-    fn maps(&self, state: StateId, operation: &'static str) -> Result<&KgTables<MapSlot>> {
+    fn lists(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        operation: &'static str,
+    ) -> Result<&KgTables<Cell>> {
+        self.bytes(state, key, StorageLayout::List, operation)
+    }
+
+    /// The map tables of a state, once `key` is known to be owned.
+    #[inline]
+    fn maps(
+        &self,
+        state: StateId,
+        key: &KeyContext,
+        operation: &'static str,
+    ) -> Result<&KgTables<MapSlot>> {
+        self.check_owned(key.key_group())?;
         let table = self.table(state)?;
         match &table.storage {
             Storage::Map(t) => Ok(t),
@@ -279,76 +192,92 @@ impl Inner {
     }
 
     #[inline]
-    fn create_table<'a, V>(
-        &self,
-        tables: &'a KgTables<V>,
-        key_group: KeyGroup,
-    ) -> Result<&'a KgTable<V>> {
-        tables
-            .get_or_create(key_group)
-            .ok_or_else(|| self.range.not_owned(key_group))
-    }
-
-    #[inline]
     fn track(&self, user_write: bool) -> bool {
         user_write && self.config.change_tracking
     }
 
+    /// Writes the entry at `at` (see [`crate::table::KgTable::write`]): `occupied` changes an
+    /// existing entry, `vacant` creates a missing one, in a key-group table created on its
+    /// first write. Without `vacant` (a removal) no table and no entry are created. Restore
+    /// writes (`!user_write`) are not changes.
     #[inline]
-    fn set_bytes(
+    fn write<V: Versioned>(
+        &self,
+        tables: &KgTables<V>,
+        at: Addr<'_>,
+        user_write: bool,
+        occupied: impl FnOnce(&mut V, WriteEpoch) -> Outcome,
+        vacant: Option<impl FnOnce(WriteEpoch) -> V>,
+    ) -> Result<()> {
+        let table = if vacant.is_some() {
+            tables
+                .get_or_create(at.key_group)
+                .ok_or_else(|| self.range.not_owned(at.key_group))?
+        } else {
+            match tables.get(at.key_group) {
+                Some(table) => table,
+                None => return Ok(()),
+            }
+        };
+        let track = self.track(user_write);
+        let vacant = |e| vacant.map(|create| create(e));
+        table.write(at.key, at.namespace, &self.epochs, track, occupied, vacant);
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn set_bytes(
         &self,
         tables: &KgTables<Cell>,
         at: Addr<'_>,
         bytes: &[u8],
         user_write: bool,
     ) -> Result<()> {
-        let table = self.create_table(tables, at.key_group)?;
-        table.write(
-            at.key,
-            at.namespace,
-            &self.epochs,
-            self.track(user_write),
+        self.write(
+            tables,
+            at,
+            user_write,
             |cell, e| cell.replace_with(e, |b| b.extend_from_slice(bytes)).into(),
-            |e| Some(Cell::new(e.stamp, bytes.to_vec())),
-        );
-        Ok(())
+            Some(|e: WriteEpoch| Cell::new(e.stamp, bytes.to_vec())),
+        )
     }
 
-    fn remove_bytes(&self, tables: &KgTables<Cell>, at: Addr<'_>, user_write: bool) {
-        if let Some(table) = tables.get(at.key_group) {
-            table.write(
-                at.key,
-                at.namespace,
-                &self.epochs,
-                self.track(user_write),
-                |cell, e| cell.remove(e).into(),
-                |_| None,
-            );
-        }
+    /// Appends `elements` to the list at `at` (creating it), or replaces the list with them.
+    /// A const parameter, not an argument: each operation gets its own copy of the write,
+    /// inlined into it as a write written out in place would be.
+    #[inline]
+    fn write_list<const APPENDS: bool>(
+        &self,
+        tables: &KgTables<Cell>,
+        at: Addr<'_>,
+        elements: &[&[u8]],
+    ) -> Result<()> {
+        let fill = |buf: &mut Vec<u8>| push_elements(buf, elements);
+        self.write(
+            tables,
+            at,
+            true,
+            |cell, e| {
+                Outcome::from(if APPENDS {
+                    cell.append_with(e, fill)
+                } else {
+                    cell.replace_with(e, fill)
+                })
+            },
+            Some(|e: WriteEpoch| Cell::new(e.stamp, encoded_list(elements))),
+        )
     }
 
-    fn clear_map(&self, tables: &KgTables<MapSlot>, at: Addr<'_>, user_write: bool) {
-        if let Some(table) = tables.get(at.key_group) {
-            table.write(
-                at.key,
-                at.namespace,
-                &self.epochs,
-                self.track(user_write),
-                |slot, e| slot.clear(e).into(),
-                |_| None,
-            );
-        }
-    }
-
-    fn remove_any(&self, state: StateId, at: Addr<'_>, user_write: bool) -> Result<()> {
+    pub(crate) fn remove_any(&self, state: StateId, at: Addr<'_>, user_write: bool) -> Result<()> {
         match &self.table(state)?.storage {
-            Storage::Bytes(t) => self.remove_bytes(t, at, user_write),
-            Storage::Map(t) => self.clear_map(t, at, user_write),
+            Storage::Bytes(t) => {
+                self.write(t, at, user_write, |c, e| c.remove(e).into(), no_entry())
+            }
+            Storage::Map(t) => self.write(t, at, user_write, |s, e| s.clear(e).into(), no_entry()),
         }
-        Ok(())
     }
 
-    fn map_put(
+    pub(crate) fn map_put(
         &self,
         tables: &KgTables<MapSlot>,
         at: Addr<'_>,
@@ -356,140 +285,14 @@ impl Inner {
         value: &[u8],
         user_write: bool,
     ) -> Result<()> {
-        let table = self.create_table(tables, at.key_group)?;
-        table.write(
-            at.key,
-            at.namespace,
-            &self.epochs,
-            self.track(user_write),
-            |slot, e| {
-                let change = slot.put(user_key, value, e);
-                Outcome {
-                    change,
-                    user_key: change.kept_old.then(|| Box::from(user_key)),
-                }
-            },
-            |e| {
-                Some(MapSlot::new(
-                    tables.hasher().clone(),
-                    e.stamp,
-                    user_key,
-                    value,
-                ))
-            },
-        );
-        Ok(())
-    }
-
-    /// The epoch of `since`, if a delta since it can be produced.
-    fn delta_base_epoch(&self, checkpoints: &Checkpoints, since: CheckpointId) -> Result<u64> {
-        if !self.config.change_tracking {
-            return Err(Error::Config(
-                "change tracking is off in this heap backend's HeapConfig: take a full snapshot or turn it on".into(),
-            ));
-        }
-        match checkpoints.completed {
-            Some((id, epoch)) if id == since && epoch >= checkpoints.forgotten_through => Ok(epoch),
-            _ => Err(Error::CheckpointState {
-                id: since.0,
-                state: "not a delta base",
-                reason: "only the last completed incremental checkpoint of this backend can be the base of a delta: write a full base".into(),
-            }),
-        }
-    }
-
-    /// Follows the chain after a notice or a re-base: without a completed base no delta can
-    /// be written, so no change needs to be kept (see `ChangelogChain` for when a chain ends).
-    fn sync_with_chain(&self, checkpoints: &mut Checkpoints) {
-        let base = self.chain.last_completed();
-        if checkpoints
-            .completed
-            .is_some_and(|(id, _)| Some(id) != base)
-        {
-            checkpoints.completed = None;
-        }
-        self.forget_changes(checkpoints);
-    }
-
-    /// True when the change records outgrow the live entries: a delta would carry more
-    /// than a base, and records of keys created and deleted since the base would otherwise
-    /// pile up for as long as no incremental checkpoint completes.
-    fn changes_outgrow_state(&self) -> bool {
-        fn add<V>(tables: &KgTables<V>, records: &mut usize, entries: &mut usize) {
-            for (_, table) in tables.created() {
-                *records += table.changes().lock().len();
-                *entries += table.map.len();
-            }
-        }
-        let (mut records, mut entries) = (0, 0);
-        for (_, table) in self.tables.iter() {
-            match &table.storage {
-                Storage::Bytes(t) => add(t, &mut records, &mut entries),
-                Storage::Map(t) => add(t, &mut records, &mut entries),
-            }
-        }
-        records > MIN_RECORDS_BEFORE_REBASE.max(2 * entries)
-    }
-
-    /// Drops change records every possible delta base already holds (all of them when there
-    /// is no base), except what a live delta view still reads.
-    fn forget_changes(&self, checkpoints: &mut Checkpoints) {
-        let completed = match checkpoints.completed {
-            Some((_, epoch)) => epoch,
-            None => self.epochs.newest_sealed(),
-        };
-        let floor = checkpoints
-            .delta_floors
-            .keys()
-            .next()
-            .map_or(completed, |f| (*f).min(completed));
-        if floor <= checkpoints.forgotten_through {
-            return;
-        }
-        checkpoints.forgotten_through = floor;
-        fn forget<V>(tables: &KgTables<V>, floor: u64) {
-            for (_, table) in tables.created() {
-                table.changes().lock().forget_through(floor);
-            }
-        }
-        for (_, table) in self.tables.iter() {
-            match &table.storage {
-                Storage::Bytes(t) => forget(t, floor),
-                Storage::Map(t) => forget(t, floor),
-            }
-        }
-    }
-
-    pub(crate) fn add_delta_floor(checkpoints: &mut Checkpoints, since: u64) {
-        *checkpoints.delta_floors.entry(since).or_default() += 1;
-    }
-
-    /// A delta view with base epoch `since` was dropped.
-    pub(crate) fn release_delta_floor(&self, since: u64) {
-        let mut checkpoints = self.checkpoints.lock();
-        if let Some(count) = checkpoints.delta_floors.get_mut(&since) {
-            *count -= 1;
-            if *count == 0 {
-                checkpoints.delta_floors.remove(&since);
-            }
-        }
-        self.forget_changes(&mut checkpoints);
-    }
-
-    /// A snapshot view of `epoch` was dropped: prune what only it needed.
-    pub(crate) fn release_snapshot(&self, epoch: u64) {
-        let live = self.epochs.unpin(epoch);
-        fn sweep<V: Versioned>(tables: &KgTables<V>, live: &crate::cell::LiveSnapshots) {
-            for (_, table) in tables.created() {
-                table.sweep(live);
-            }
-        }
-        for (_, table) in self.tables.iter() {
-            match &table.storage {
-                Storage::Bytes(t) => sweep(t, &live),
-                Storage::Map(t) => sweep(t, &live),
-            }
-        }
+        let hasher = tables.hasher();
+        self.write(
+            tables,
+            at,
+            user_write,
+            |slot, e| Outcome::of_user_key(slot.put(user_key, value, e), user_key),
+            Some(|e: WriteEpoch| MapSlot::new(hasher.clone(), e.stamp, user_key, value)),
+        )
     }
 
     pub(crate) fn states(&self) -> Vec<(StateId, StateMetadata)> {
@@ -560,9 +363,7 @@ impl KeyedStateBackend for HeapBackend {
         namespace: &[u8],
         read: &mut dyn FnMut(Option<&[u8]>) -> Result<()>,
     ) -> Result<()> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::Value, "get")?;
+        let tables = self.inner.bytes(state, key, StorageLayout::Value, "get")?;
         // Decoded under the entry's shard lock: no copy of the value.
         match tables.get(key.key_group()) {
             Some(table) => table.read_or_absent(key.key(), namespace, |cell| {
@@ -575,8 +376,7 @@ impl KeyedStateBackend for HeapBackend {
     #[inline]
     fn put(&self, state: StateId, key: &KeyContext, namespace: &[u8], value: &[u8]) -> Result<()> {
         let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::Value, "put")?;
+        let tables = inner.bytes(state, key, StorageLayout::Value, "put")?;
         inner.set_bytes(tables, Addr::of(key, namespace), value, true)
     }
 
@@ -587,16 +387,13 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn list_get(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::List, "list_get")?;
-        let decoded = tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |cell| {
+        let tables = self.inner.lists(state, key, "list_get")?;
+        tables
+            .read(key, namespace, |cell| {
                 cell.current().map(list_encoding::decode)
             })
             .flatten()
-        });
-        decoded.unwrap_or_else(|| Ok(Vec::new()))
+            .unwrap_or_else(|| Ok(Vec::new()))
     }
 
     fn list_append(
@@ -606,31 +403,13 @@ impl KeyedStateBackend for HeapBackend {
         namespace: &[u8],
         elements: &[&[u8]],
     ) -> Result<()> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::List, "list_append")?;
+        let tables = self.inner.lists(state, key, "list_append")?;
         if elements.is_empty() {
             // Appending nothing must not create an (empty, hence absent) list.
             return Ok(());
         }
-        let table = inner.create_table(tables, key.key_group())?;
-        table.write(
-            key.key(),
-            namespace,
-            &inner.epochs,
-            inner.track(true),
-            |cell, e| {
-                cell.append_with(e, |buf| {
-                    buf.reserve(elements.iter().map(|el| 4 + el.len()).sum());
-                    for element in elements {
-                        list_encoding::push_element(buf, element);
-                    }
-                })
-                .into()
-            },
-            |e| Some(Cell::new(e.stamp, encoded_list(elements))),
-        );
-        Ok(())
+        let at = Addr::of(key, namespace);
+        self.inner.write_list::<APPEND>(tables, at, elements)
     }
 
     fn list_replace(
@@ -640,31 +419,13 @@ impl KeyedStateBackend for HeapBackend {
         namespace: &[u8],
         elements: &[&[u8]],
     ) -> Result<()> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.bytes(state, StorageLayout::List, "list_replace")?;
+        let tables = self.inner.lists(state, key, "list_replace")?;
+        let at = Addr::of(key, namespace);
         if elements.is_empty() {
-            inner.remove_bytes(tables, Addr::of(key, namespace), true);
-            return Ok(());
+            // Replacing with nothing removes the list.
+            return self.inner.remove_any(state, at, true);
         }
-        let table = inner.create_table(tables, key.key_group())?;
-        table.write(
-            key.key(),
-            namespace,
-            &inner.epochs,
-            inner.track(true),
-            |cell, e| {
-                cell.replace_with(e, |buf| {
-                    buf.reserve(elements.iter().map(|el| 4 + el.len()).sum());
-                    for element in elements {
-                        list_encoding::push_element(buf, element);
-                    }
-                })
-                .into()
-            },
-            |e| Some(Cell::new(e.stamp, encoded_list(elements))),
-        );
-        Ok(())
+        self.inner.write_list::<REPLACE>(tables, at, elements)
     }
 
     fn map_get(
@@ -674,15 +435,12 @@ impl KeyedStateBackend for HeapBackend {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_get")?;
-        Ok(tables.get(key.key_group()).and_then(|t| {
-            t.read(key.key(), namespace, |slot| {
+        let tables = self.inner.maps(state, key, "map_get")?;
+        Ok(tables
+            .read(key, namespace, |slot| {
                 slot.get(user_key).map(<[u8]>::to_vec)
             })
-            .flatten()
-        }))
+            .flatten())
     }
 
     fn map_put(
@@ -694,8 +452,7 @@ impl KeyedStateBackend for HeapBackend {
         value: &[u8],
     ) -> Result<()> {
         let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_put")?;
+        let tables = inner.maps(state, key, "map_put")?;
         inner.map_put(tables, Addr::of(key, namespace), user_key, value, true)
     }
 
@@ -707,25 +464,14 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
     ) -> Result<()> {
         let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_remove")?;
-        if let Some(table) = tables.get(key.key_group()) {
-            table.write(
-                key.key(),
-                namespace,
-                &inner.epochs,
-                inner.track(true),
-                |slot, e| {
-                    let change = slot.remove_entry(user_key, e);
-                    Outcome {
-                        change,
-                        user_key: change.kept_old.then(|| Box::from(user_key)),
-                    }
-                },
-                |_| None,
-            );
-        }
-        Ok(())
+        let tables = inner.maps(state, key, "map_remove")?;
+        inner.write(
+            tables,
+            Addr::of(key, namespace),
+            true,
+            |slot, e| Outcome::of_user_key(slot.remove_entry(user_key, e), user_key),
+            no_entry(),
+        )
     }
 
     fn map_entries(
@@ -734,17 +480,12 @@ impl KeyedStateBackend for HeapBackend {
         key: &KeyContext,
         namespace: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_entries")?;
+        let tables = self.inner.maps(state, key, "map_entries")?;
         Ok(tables
-            .get(key.key_group())
-            .and_then(|t| {
-                t.read(key.key(), namespace, |slot| {
-                    slot.entries()
-                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .collect::<Vec<_>>()
-                })
+            .read(key, namespace, |slot| {
+                slot.entries()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default())
     }
@@ -756,23 +497,17 @@ impl KeyedStateBackend for HeapBackend {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<bool> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_contains")?;
-        Ok(tables.get(key.key_group()).is_some_and(|t| {
-            t.read(key.key(), namespace, |slot| slot.get(user_key).is_some())
-                .unwrap_or(false)
-        }))
+        let tables = self.inner.maps(state, key, "map_contains")?;
+        Ok(tables
+            .read(key, namespace, |slot| slot.get(user_key).is_some())
+            .unwrap_or(false))
     }
 
     fn map_is_empty(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<bool> {
-        let inner = &*self.inner;
-        inner.check_owned(key.key_group())?;
-        let tables = inner.maps(state, "map_is_empty")?;
-        Ok(!tables.get(key.key_group()).is_some_and(|t| {
-            t.read(key.key(), namespace, |slot| slot.present_len() > 0)
-                .unwrap_or(false)
-        }))
+        let tables = self.inner.maps(state, key, "map_is_empty")?;
+        Ok(!tables
+            .read(key, namespace, |slot| slot.present_len() > 0)
+            .unwrap_or(false))
     }
 
     fn keys(&self, state: StateId, namespace: &[u8]) -> Result<Vec<KeyContext>> {
@@ -798,135 +533,6 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn apply_rows(&self, key_group: KeyGroup, rows: &[StateRow<'_>]) -> Result<()> {
-        let inner = &*self.inner;
-        inner.check_owned(key_group)?;
-        for row in rows {
-            let actual = key_group_for_key_bytes(row.key, inner.max);
-            if actual != key_group {
-                return Err(Error::corrupt(
-                    "snapshot rows",
-                    format!("a row of key group {key_group} holds a key of key group {actual}"),
-                ));
-            }
-            let table = inner.table(row.state)?;
-            let at = Addr {
-                key_group,
-                key: row.key,
-                namespace: row.namespace,
-            };
-            match (&table.storage, row.value) {
-                (_, RowValue::Tombstone) => inner.remove_any(row.state, at, false)?,
-                (Storage::Bytes(t), RowValue::Value(value))
-                    if table.kind.layout() == StorageLayout::Value =>
-                {
-                    inner.set_bytes(t, at, value, false)?
-                }
-                (Storage::Bytes(t), RowValue::List(list))
-                    if table.kind.layout() == StorageLayout::List =>
-                {
-                    // Validated here so that a damaged list fails the restore, not a later read.
-                    for element in list_encoding::iter(list) {
-                        element?;
-                    }
-                    if list.is_empty() {
-                        inner.remove_bytes(t, at, false);
-                    } else {
-                        inner.set_bytes(t, at, list, false)?;
-                    }
-                }
-                (Storage::Map(t), RowValue::MapEntry { user_key, value }) => {
-                    inner.map_put(t, at, user_key, value, false)?
-                }
-                (_, value) => {
-                    return Err(Error::corrupt(
-                        "snapshot rows",
-                        format!(
-                            "a {} row for {} state #{}",
-                            match value {
-                                RowValue::Value(_) => "value",
-                                RowValue::List(_) => "list",
-                                RowValue::MapEntry { .. } => "map entry",
-                                RowValue::Tombstone => "tombstone",
-                            },
-                            table.kind,
-                            row.state.0
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl StateBackend for HeapBackend {
-    fn snapshot(&self, request: &SnapshotRequest) -> Result<Box<dyn SnapshotJob>> {
-        let inner = &self.inner;
-        if request.kind == SnapshotKind::Incremental && inner.config.change_tracking {
-            let mut checkpoints = inner.checkpoints.lock();
-            inner.epochs.start_tracking();
-            if inner.changes_outgrow_state() {
-                inner.chain.reset(request.checkpoint_id);
-                inner.sync_with_chain(&mut checkpoints);
-            }
-            let plan = inner.chain.plan();
-            let (view, plan) = match plan {
-                ChangelogPlan::Delta { since, .. } => {
-                    match inner.delta_base_epoch(&checkpoints, since) {
-                        Ok(since_epoch) => (
-                            HeapSnapshotView::delta(inner.clone(), &mut checkpoints, since_epoch),
-                            plan,
-                        ),
-                        // The chain and this backend disagree on the base: start a new chain.
-                        Err(_) => (HeapSnapshotView::full(inner.clone()), ChangelogPlan::Base),
-                    }
-                }
-                ChangelogPlan::Base => (HeapSnapshotView::full(inner.clone()), plan),
-            };
-            checkpoints
-                .pending
-                .insert(request.checkpoint_id, view.epoch());
-            return Ok(Box::new(ChangelogSnapshotJob::new(
-                Box::new(view),
-                plan,
-                inner.chain.clone(),
-                request.checkpoint_id,
-                "heap",
-                request.subtask_index,
-            )));
-        }
-        let view = HeapSnapshotView::full(inner.clone());
-        inner.chain.record_full(request.checkpoint_id);
-        Ok(Box::new(CanonicalSnapshotJob::for_request(
-            Box::new(view),
-            "heap",
-            request,
-        )))
-    }
-
-    fn notify_checkpoint_complete(&self, id: CheckpointId) -> Result<()> {
-        let inner = &self.inner;
-        let mut checkpoints = inner.checkpoints.lock();
-        let epoch = checkpoints.pending.remove(&id);
-        // Older pending checkpoints are subsumed: they will never complete.
-        checkpoints.pending.retain(|p, _| *p > id);
-        // A chain checkpoint becomes the base; a completed full one ends the chain.
-        if inner.chain.complete(id) {
-            if let Some(epoch) = epoch {
-                if checkpoints.completed.is_none_or(|(c, _)| c < id) {
-                    checkpoints.completed = Some((id, epoch));
-                }
-            }
-        }
-        inner.sync_with_chain(&mut checkpoints);
-        Ok(())
-    }
-
-    fn notify_checkpoint_aborted(&self, id: CheckpointId) -> Result<()> {
-        let mut checkpoints = self.inner.checkpoints.lock();
-        checkpoints.pending.remove(&id);
-        self.inner.chain.abort(id);
-        self.inner.sync_with_chain(&mut checkpoints);
-        Ok(())
+        self.inner.apply_rows(key_group, rows)
     }
 }

@@ -8,11 +8,7 @@
 //! An append to a pinned list does not copy the list: the chain records "the first `len` bytes
 //! of the next newer version", which appends never change.
 //!
-//! A map state's (key, namespace) is a [`MapSlot`]: one cell per user key.
-
-use std::collections::HashMap;
-
-use crate::key::EntryHasher;
+//! A map state's (key, namespace) is a `MapSlot` (in `map_slot`): one cell per user key.
 
 /// `WriteEpoch::pinned` when no snapshot is live. Epochs start at 1.
 pub(crate) const NO_SNAPSHOT: u64 = 0;
@@ -50,6 +46,25 @@ impl LiveSnapshots {
     }
 }
 
+#[cfg(test)]
+impl WriteEpoch {
+    /// A write in epoch `stamp` while the newest live snapshot is `pinned`.
+    pub(crate) fn at(stamp: u64, pinned: u64) -> Self {
+        Self { stamp, pinned }
+    }
+}
+
+#[cfg(test)]
+impl LiveSnapshots {
+    /// Live snapshots `epochs` (ascending), with the write epoch at `future_from`.
+    pub(crate) fn of(epochs: &[u64], future_from: u64) -> Self {
+        Self {
+            epochs: epochs.to_vec(),
+            future_from,
+        }
+    }
+}
+
 /// What a write did to a cell or slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Change {
@@ -59,6 +74,18 @@ pub(crate) struct Change {
     pub(crate) kept_old: bool,
     /// Nothing is left (no current version, no kept version): remove the entry.
     pub(crate) dead: bool,
+}
+
+impl Change {
+    /// A write that changed the visible state and leaves a current version.
+    #[inline]
+    pub(crate) fn written(kept_old: bool) -> Self {
+        Self {
+            changed: true,
+            kept_old,
+            dead: false,
+        }
+    }
 }
 
 /// Entries of the per-key-group maps: something with a last-write stamp, present or not.
@@ -170,11 +197,7 @@ impl Cell {
         buf.clear();
         fill(buf);
         self.stamp = e.stamp;
-        Change {
-            changed: true,
-            kept_old,
-            dead: false,
-        }
+        Change::written(kept_old)
     }
 
     /// Appends what `fill` writes to the current version (creating it when absent).
@@ -195,11 +218,7 @@ impl Cell {
             fill(buf);
         }
         self.stamp = e.stamp;
-        Change {
-            changed: true,
-            kept_old,
-            dead: false,
-        }
+        Change::written(kept_old)
     }
 
     /// Removes the current version.
@@ -219,11 +238,7 @@ impl Cell {
                 self.push_old(OldData::Bytes(bytes));
             }
             self.stamp = e.stamp;
-            return Change {
-                changed: true,
-                kept_old: true,
-                dead: false,
-            };
+            return Change::written(true);
         }
         self.detach_current(e);
         self.current = None;
@@ -341,171 +356,15 @@ impl Versioned for Cell {
     }
 }
 
-/// The map of one (key, namespace) of a map state: a versioned cell per user key.
-#[derive(Debug)]
-pub(crate) struct MapSlot {
-    /// Epoch of the last change to any entry.
-    stamp: u64,
-    /// Entries whose current version is present (tombstones excluded).
-    present: usize,
-    entries: HashMap<Box<[u8]>, Cell, EntryHasher>,
-}
-
-impl MapSlot {
-    pub(crate) fn new(hasher: EntryHasher, stamp: u64, user_key: &[u8], value: &[u8]) -> Self {
-        let mut entries = HashMap::with_capacity_and_hasher(1, hasher);
-        entries.insert(Box::from(user_key), Cell::new(stamp, value.to_vec()));
-        Self {
-            stamp,
-            present: 1,
-            entries,
-        }
-    }
-
-    pub(crate) fn get(&self, user_key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(user_key).and_then(Cell::current)
-    }
-
-    pub(crate) fn present_len(&self) -> usize {
-        self.present
-    }
-
-    /// Current entries.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries
-            .iter()
-            .filter_map(|(k, c)| c.current().map(|v| (&**k, v)))
-    }
-
-    /// Entries a snapshot of epoch `epoch` sees.
-    pub(crate) fn entries_at(&self, epoch: u64) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries
-            .iter()
-            .filter_map(move |(k, c)| c.read_at(epoch).map(|v| (&**k, v)))
-    }
-
-    pub(crate) fn put(&mut self, user_key: &[u8], value: &[u8], e: WriteEpoch) -> Change {
-        let change = match self.entries.get_mut(user_key) {
-            Some(cell) => {
-                let was_present = cell.is_present();
-                let change = cell.replace_with(e, |b| b.extend_from_slice(value));
-                if !was_present {
-                    self.present += 1;
-                }
-                change
-            }
-            None => {
-                self.entries
-                    .insert(Box::from(user_key), Cell::new(e.stamp, value.to_vec()));
-                self.present += 1;
-                Change {
-                    changed: true,
-                    kept_old: false,
-                    dead: false,
-                }
-            }
-        };
-        self.stamp = e.stamp;
-        change
-    }
-
-    pub(crate) fn remove_entry(&mut self, user_key: &[u8], e: WriteEpoch) -> Change {
-        let Some(cell) = self.entries.get_mut(user_key) else {
-            return Change::default();
-        };
-        let change = cell.remove(e);
-        if change.changed {
-            self.present -= 1;
-            self.stamp = e.stamp;
-        }
-        if change.dead {
-            self.entries.remove(user_key);
-        }
-        Change {
-            dead: self.entries.is_empty(),
-            ..change
-        }
-    }
-
-    /// Removes every entry.
-    pub(crate) fn clear(&mut self, e: WriteEpoch) -> Change {
-        let mut total = Change::default();
-        self.entries.retain(|_, cell| {
-            let change = cell.remove(e);
-            total.changed |= change.changed;
-            total.kept_old |= change.kept_old;
-            !change.dead
-        });
-        self.present = 0;
-        if total.changed {
-            self.stamp = e.stamp;
-        }
-        total.dead = self.entries.is_empty();
-        total
-    }
-}
-
-impl Versioned for MapSlot {
-    #[inline]
-    fn stamp(&self) -> u64 {
-        self.stamp
-    }
-    #[inline]
-    fn is_present(&self) -> bool {
-        self.present > 0
-    }
-    fn prune(&mut self, live: &LiveSnapshots, user_key: Option<&[u8]>) -> bool {
-        match user_key {
-            Some(user_key) => {
-                let Some(cell) = self.entries.get_mut(user_key) else {
-                    return false;
-                };
-                let remains = cell.prune(live);
-                if cell.is_dead() {
-                    self.entries.remove(user_key);
-                }
-                remains
-            }
-            None => {
-                let mut remains = false;
-                self.entries.retain(|_, cell| {
-                    remains |= cell.prune(live);
-                    !cell.is_dead()
-                });
-                remains
-            }
-        }
-    }
-    fn is_dead(&self) -> bool {
-        self.entries.is_empty()
-    }
-    fn history(&self) -> (usize, usize) {
-        self.entries.values().fold((0, 0), |(v, t), c| {
-            let (cv, ct) = c.history();
-            (v + cv, t + ct)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn live(epochs: &[u64], future_from: u64) -> LiveSnapshots {
-        LiveSnapshots {
-            epochs: epochs.to_vec(),
-            future_from,
-        }
-    }
-
     #[test]
     fn unpinned_writes_rewrite_in_place_and_keep_nothing() {
         let mut c = Cell::new(1, b"a".to_vec());
-        let e = WriteEpoch {
-            stamp: 1,
-            pinned: NO_SNAPSHOT,
-        };
+        let e = WriteEpoch::at(1, NO_SNAPSHOT);
         assert!(!c.replace_with(e, |b| b.extend_from_slice(b"bb")).kept_old);
         assert!(!c.append_with(e, |b| b.push(b'c')).kept_old);
         assert_eq!(c.current(), Some(&b"bbc"[..]));
@@ -519,19 +378,13 @@ mod tests {
         // Written in epoch 1, snapshot 1 taken, appended in 2, snapshot 2, replaced in 3,
         // removed in 3 again (same epoch: in place), snapshot 3 live.
         let mut c = Cell::new(1, b"ab".to_vec());
-        let e2 = WriteEpoch {
-            stamp: 2,
-            pinned: 1,
-        };
+        let e2 = WriteEpoch::at(2, 1);
         assert!(c.append_with(e2, |b| b.push(b'c')).kept_old);
         assert!(
             !c.append_with(e2, |b| b.push(b'd')).kept_old,
             "same epoch: no copy"
         );
-        let e3 = WriteEpoch {
-            stamp: 3,
-            pinned: 2,
-        };
+        let e3 = WriteEpoch::at(3, 2);
         assert!(c.replace_with(e3, |b| b.push(b'x')).kept_old);
         let removed = c.remove(e3);
         assert!(removed.changed && !removed.dead && !removed.kept_old);
@@ -542,10 +395,10 @@ mod tests {
         assert_eq!(c.current(), None);
         // Snapshot 1 released: its version goes, the prefix is materialized from the dropped
         // "abcd" only if still needed (it is not).
-        assert!(c.prune(&live(&[2], 3)));
+        assert!(c.prune(&LiveSnapshots::of(&[2], 3)));
         assert_eq!(c.history(), (1, 1));
         assert_eq!(c.read_at(2), Some(&b"abcd"[..]));
-        assert!(!c.prune(&live(&[], 3)));
+        assert!(!c.prune(&LiveSnapshots::of(&[], 3)));
         assert!(Versioned::is_dead(&c));
     }
 
@@ -553,82 +406,23 @@ mod tests {
     fn a_kept_prefix_survives_rewrites_and_pruning_of_what_it_pointed_into() {
         let mut c = Cell::new(1, b"ab".to_vec());
         // Snapshot 1 pins "ab"; the append keeps only a length.
-        c.append_with(
-            WriteEpoch {
-                stamp: 2,
-                pinned: 1,
-            },
-            |b| b.push(b'c'),
-        );
+        c.append_with(WriteEpoch::at(2, 1), |b| b.push(b'c'));
         // No snapshot sees "abc" (stamp 2 > pinned 1): rewritten in place, so the prefix must
         // take the buffer first.
-        c.replace_with(
-            WriteEpoch {
-                stamp: 2,
-                pinned: 1,
-            },
-            |b| b.extend_from_slice(b"zz"),
-        );
+        c.replace_with(WriteEpoch::at(2, 1), |b| b.extend_from_slice(b"zz"));
         assert_eq!(c.read_at(1), Some(&b"ab"[..]));
         assert_eq!(c.current(), Some(&b"zz"[..]));
         // Two stacked prefixes, then the middle version's holder is dropped by a prune.
         let mut d = Cell::new(1, b"a".to_vec());
-        d.append_with(
-            WriteEpoch {
-                stamp: 2,
-                pinned: 1,
-            },
-            |b| b.push(b'b'),
-        );
-        d.append_with(
-            WriteEpoch {
-                stamp: 3,
-                pinned: 2,
-            },
-            |b| b.push(b'c'),
-        );
-        d.replace_with(
-            WriteEpoch {
-                stamp: 4,
-                pinned: 3,
-            },
-            |b| b.push(b'q'),
-        );
+        d.append_with(WriteEpoch::at(2, 1), |b| b.push(b'b'));
+        d.append_with(WriteEpoch::at(3, 2), |b| b.push(b'c'));
+        d.replace_with(WriteEpoch::at(4, 3), |b| b.push(b'q'));
         assert_eq!(d.read_at(1), Some(&b"a"[..]));
         assert_eq!(d.read_at(2), Some(&b"ab"[..]));
         assert_eq!(d.read_at(3), Some(&b"abc"[..]));
-        assert!(d.prune(&live(&[1], 4)));
+        assert!(d.prune(&LiveSnapshots::of(&[1], 4)));
         assert_eq!(d.history(), (1, 0));
         assert_eq!(d.read_at(1), Some(&b"a"[..]));
-    }
-
-    #[test]
-    fn map_slot_counts_present_entries_through_tombstones() {
-        let h = EntryHasher::default();
-        let mut m = MapSlot::new(h, 1, b"k1", b"v1");
-        let e = WriteEpoch {
-            stamp: 2,
-            pinned: 1,
-        };
-        m.put(b"k2", b"v2", e);
-        assert_eq!(m.present_len(), 2);
-        let r = m.remove_entry(b"k1", e);
-        assert!(r.changed && r.kept_old && !r.dead);
-        assert_eq!(m.present_len(), 1);
-        assert_eq!(m.get(b"k1"), None);
-        let mut at1: Vec<_> = m.entries_at(1).collect();
-        at1.sort();
-        assert_eq!(at1, vec![(&b"k1"[..], &b"v1"[..])]);
-        m.put(b"k1", b"v3", e);
-        assert_eq!(m.present_len(), 2);
-        let c = m.clear(WriteEpoch {
-            stamp: 3,
-            pinned: 2,
-        });
-        assert!(c.changed && c.kept_old && !c.dead);
-        assert!(!m.is_present());
-        assert!(!m.prune(&live(&[], 3), None));
-        assert!(m.is_dead());
     }
 
     #[derive(Clone, Debug)]
@@ -666,10 +460,10 @@ mod tests {
             let mut snapshots: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
             for op in ops {
                 let op_kind = if matches!(op, Op::Release(_)) { OpKind::Release } else { OpKind::Other };
-                let e = WriteEpoch {
-                    stamp: write_epoch,
-                    pinned: snapshots.iter().map(|s| s.0).max().unwrap_or(NO_SNAPSHOT),
-                };
+                let e = WriteEpoch::at(
+                    write_epoch,
+                    snapshots.iter().map(|s| s.0).max().unwrap_or(NO_SNAPSHOT),
+                );
                 match op {
                     Op::Put(b) => {
                         model = Some(vec![b, b]);
@@ -703,7 +497,7 @@ mod tests {
                             let mut epochs: Vec<u64> = snapshots.iter().map(|s| s.0).collect();
                             epochs.sort();
                             if let Some(c) = cell.as_mut() {
-                                c.prune(&live(&epochs, write_epoch));
+                                c.prune(&LiveSnapshots::of(&epochs, write_epoch));
                                 if Versioned::is_dead(c) {
                                     cell = None;
                                 }

@@ -109,22 +109,10 @@ mod tests {
     #[test]
     fn pins_advance_the_clock_and_releases_lower_the_pin() {
         let epochs = Epochs::default();
-        assert_eq!(
-            epochs.for_write(),
-            WriteEpoch {
-                stamp: 1,
-                pinned: NO_SNAPSHOT
-            }
-        );
+        assert_eq!(epochs.for_write(), WriteEpoch::at(1, NO_SNAPSHOT));
         assert_eq!(epochs.pin(), 1);
         assert_eq!(epochs.pin(), 2);
-        assert_eq!(
-            epochs.for_write(),
-            WriteEpoch {
-                stamp: 3,
-                pinned: 2
-            }
-        );
+        assert_eq!(epochs.for_write(), WriteEpoch::at(3, 2));
         let live = epochs.unpin(2);
         assert_eq!(live.epochs, vec![1]);
         assert_eq!(live.future_from, 3);

@@ -2,7 +2,8 @@
 
 use flowstate_api::{KeyGroupRange, MaxParallelism, Result, StateBackendFactory};
 
-use crate::backend::{HeapBackend, HeapConfig};
+use crate::backend::HeapBackend;
+use crate::config::HeapConfig;
 
 /// Creates [`HeapBackend`]s with one [`HeapConfig`]. Restores use the canonical restore of
 /// `flowstate-api` (base then deltas, key-group ranges clipped to the new range): the heap

@@ -110,14 +110,21 @@
 
 mod backend;
 mod cell;
+mod checkpoint;
+mod config;
 mod epoch;
 mod factory;
 mod key;
+mod map_slot;
+mod restore;
+mod stats;
 mod table;
 mod view;
 
-pub use backend::{HeapBackend, HeapConfig, HeapStats};
+pub use backend::HeapBackend;
+pub use config::HeapConfig;
 pub use factory::HeapBackendFactory;
+pub use stats::HeapStats;
 pub use view::HeapSnapshotView;
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 use std::sync::OnceLock;
 
 use dashmap::{DashMap, SharedValue};
-use flowstate_api::{KeyGroup, KeyGroupRange, StateKind};
+use flowstate_api::state::StorageLayout;
+use flowstate_api::{KeyContext, KeyGroup, KeyGroupRange, StateKind};
 use parking_lot::Mutex;
 
-use crate::cell::{Cell, Change, LiveSnapshots, MapSlot, Versioned, WriteEpoch};
+use crate::cell::{Cell, Change, LiveSnapshots, Versioned, WriteEpoch};
 use crate::epoch::Epochs;
 use crate::key::{hash_of, EntryHasher, EntryKey};
+use crate::map_slot::MapSlot;
 
 /// One registered state.
 pub(crate) struct StateTable {
@@ -32,9 +34,9 @@ impl StateTable {
         hasher: &EntryHasher,
         shards: usize,
     ) -> Self {
-        let storage = match kind {
-            StateKind::Map => Storage::Map(KgTables::new(range, hasher, shards)),
-            StateKind::Value | StateKind::List | StateKind::Reducing | StateKind::Aggregating => {
+        let storage = match kind.layout() {
+            StorageLayout::Map => Storage::Map(KgTables::new(range, hasher, shards)),
+            StorageLayout::Value | StorageLayout::List => {
                 Storage::Bytes(KgTables::new(range, hasher, shards))
             }
         };
@@ -65,6 +67,18 @@ impl<V> KgTables<V> {
     pub(crate) fn get(&self, key_group: KeyGroup) -> Option<&KgTable<V>> {
         let index = key_group.get().checked_sub(self.first)? as usize;
         self.slots.get(index)?.get()
+    }
+
+    /// Calls `f` with the entry of (`key`, `namespace`) under its shard's read lock; `None`
+    /// when the entry (or its key group's table) does not exist.
+    #[inline]
+    pub(crate) fn read<R>(
+        &self,
+        key: &KeyContext,
+        namespace: &[u8],
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        self.get(key.key_group())?.read(key.key(), namespace, f)
     }
 
     /// The table of `key_group`, created if needed; `None` when it is not in the range.
@@ -102,6 +116,17 @@ impl From<Change> for Outcome {
         Self {
             change,
             user_key: None,
+        }
+    }
+}
+
+impl Outcome {
+    /// A change to the cell of map user key `user_key`: the sweeper visits that cell only.
+    #[inline]
+    pub(crate) fn of_user_key(change: Change, user_key: &[u8]) -> Self {
+        Self {
+            change,
+            user_key: change.kept_old.then(|| Box::from(user_key)),
         }
     }
 }

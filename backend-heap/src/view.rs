@@ -7,14 +7,17 @@
 
 use std::sync::Arc;
 
+use flowstate_api::state::StorageLayout;
 use flowstate_api::{
     KeyGroup, KeyGroupRange, KeyedSnapshotView, MaxParallelism, Result, RowValue, StateId,
-    StateKind, StateMetadata, StateRow,
+    StateMetadata, StateRow,
 };
 
-use crate::backend::{Checkpoints, Inner};
-use crate::cell::{Cell, MapSlot};
+use crate::backend::Inner;
+use crate::cell::Cell;
+use crate::checkpoint::Checkpoints;
 use crate::key::EntryKey;
+use crate::map_slot::MapSlot;
 use crate::table::{KgTable, Storage};
 
 /// A consistent point-in-time view of a [`crate::HeapBackend`]: every version written before
@@ -277,7 +280,7 @@ impl KeyedSnapshotView for HeapSnapshotView {
                     let Some(kg_table) = tables.get(key_group) else {
                         continue;
                     };
-                    let list = table.kind == StateKind::List;
+                    let list = table.kind.layout() == StorageLayout::List;
                     let copy = |b: &mut RowBuffer, k: &EntryKey, c: &Cell| {
                         copy_bytes_rows(b, state, list, k, c, epoch)
                     };

@@ -1,12 +1,12 @@
 //! Change tracking for changelog-incremental checkpoints.
 //!
 //! A change is the `(state, key group, key, namespace)` a write touched, kept as the LMDB
-//! prefix of that `(key, namespace)` (`[key group][key][namespace]`, see [`crate::keys`]).
-//! A snapshot seals the changes made since the previous snapshot under its checkpoint id; the
-//! delta of a checkpoint is every change not yet covered by a *completed* checkpoint: the
-//! sealed sets of pending or aborted checkpoints plus the changes since the last snapshot. A
-//! completed checkpoint drops its set and every older one. These are the semantics of
-//! [`flowstate_api::changelog::ChangeLog`].
+//! prefix of that `(key, namespace)` (`[key group][key][namespace]`, see
+//! [`crate::key_layout`]). A snapshot seals the changes made since the previous snapshot
+//! under its checkpoint id; the delta of a checkpoint is every change not yet covered by a
+//! *completed* checkpoint: the sealed sets of pending or aborted checkpoints plus the changes
+//! since the last snapshot. A completed checkpoint drops its set and every older one. These
+//! are the semantics of [`flowstate_api::changelog::ChangeLog`].
 //!
 //! Why not a hash set filled on every write: with many distinct keys between checkpoints, a
 //! hash-set insert per write (hash, a cache miss or two, an allocation) cost about as much as
@@ -244,7 +244,8 @@ impl ChangeTracker {
                     let prefixes = writes
                         .keys()
                         .map(|key| {
-                            crate::keys::decode_key(key).map(|decoded| &key[..decoded.prefix_len])
+                            crate::key_layout::decode_key(key)
+                                .map(|decoded| &key[..decoded.prefix_len])
                         })
                         .collect::<std::result::Result<Vec<_>, _>>()?;
                     SortedRun::from_items(prefixes)
@@ -348,7 +349,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::keys::{decode_key, push_prefix};
+    use crate::key_layout::{decode_key, push_prefix};
     use crate::overlay::Pending;
 
     fn kg(v: u32) -> KeyGroup {

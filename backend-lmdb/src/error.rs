@@ -1,7 +1,10 @@
-//! The errors of the LMDB backend; converted into [`flowstate_api::Error::Backend`] (or a more
-//! specific variant) at the trait boundary.
+//! The errors of the LMDB backend; converted at the trait boundary into
+//! [`flowstate_api::Error::LimitReached`] for the limits an operator raises in the
+//! configuration, [`flowstate_api::Error::Corrupt`] for a damaged working directory,
+//! [`flowstate_api::Error::Config`] for a bad configuration, and
+//! [`flowstate_api::Error::Backend`] otherwise; the LMDB error stays the source.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong inside the LMDB backend.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,14 @@ pub enum LmdbError {
 }
 
 impl LmdbError {
+    /// Turns an I/O error on `path` into the backend's error (for `map_err`).
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| LmdbError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// Wraps a heed error, turning the LMDB codes a user can act on into their own variants.
     pub(crate) fn heed(context: &'static str, source: heed::Error) -> Self {
         match source {
@@ -62,6 +73,14 @@ impl From<LmdbError> for flowstate_api::Error {
             LmdbError::CorruptKey(detail) => {
                 flowstate_api::Error::corrupt("a key in the LMDB working directory", detail)
             }
+            e @ (LmdbError::MapLimit { .. }
+            | LmdbError::MapFullWhileSnapshotting
+            | LmdbError::TooManyStates { .. }
+            | LmdbError::TooManyReaders
+            | LmdbError::KeyTooLarge { .. }) => flowstate_api::Error::LimitReached {
+                backend: "lmdb",
+                source: Box::new(e),
+            },
             e => flowstate_api::Error::backend("lmdb", e),
         }
     }

@@ -37,10 +37,7 @@ impl LmdbBackendFactory {
         let dir = tempfile::Builder::new()
             .prefix("flowstate-lmdb-")
             .tempdir()
-            .map_err(|source| LmdbError::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
+            .map_err(LmdbError::io(&std::env::temp_dir()))?;
         Ok(Self {
             base_dir: dir.path().to_path_buf(),
             config,

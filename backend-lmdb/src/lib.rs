@@ -44,7 +44,7 @@
 //! ## Storage layout
 //!
 //! One LMDB named database per registered state (`state-<id>`). Keys are
-//! `[key group, 2 bytes big-endian][len][key][len][namespace][map user key]` (see [`keys`]):
+//! `[key group, 2 bytes big-endian][len][key][len][namespace][map user key]` (see [`key_layout`]):
 //! a key group is one contiguous key range, so snapshots walk key groups in order with one
 //! prefix scan each. Values are stored as they are; a **list** is one LMDB value per
 //! `(key, namespace)` in [`flowstate_api::list_encoding`] form (the form snapshots carry, so a
@@ -57,7 +57,7 @@
 //! to 511 bytes; longer ones are rejected when written, with an error saying so.
 //!
 //! Benchmarks that drive raw `heed` the same way use [`LmdbConfig::env_open_options`],
-//! [`database_name`] and [`keys::value_key`] / [`keys::map_entry_key`].
+//! [`database_name`] and [`key_layout::value_key`] / [`key_layout::map_entry_key`].
 //!
 //! ## Write batching: a write buffer in front of LMDB
 //!
@@ -138,14 +138,17 @@
 mod backend;
 mod changes;
 pub mod config;
+mod env;
 pub mod error;
 mod factory;
-pub mod keys;
+pub mod key_layout;
 mod overlay;
-mod snapshot;
+mod restore;
+mod view;
 
-pub use backend::{database_name, LmdbBackend, LmdbStats};
+pub use backend::LmdbBackend;
 pub use config::LmdbConfig;
+pub use env::{database_name, LmdbStats};
 pub use error::LmdbError;
 pub use factory::LmdbBackendFactory;
-pub use snapshot::LmdbSnapshotView;
+pub use view::LmdbSnapshotView;

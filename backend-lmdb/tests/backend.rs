@@ -4,18 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use flowstate_api::key_groups::key_group_range_for_operator;
 use flowstate_api::{
     CheckpointId, CheckpointStorage, Error, KeyContext, KeyGroup, KeyGroupRange, KeyedSnapshotView,
-    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Parallelism, RowValue, SnapshotJob,
-    SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory, StateId, StateKind,
-    StateMetadata, StateRow,
+    KeyedStateBackend, KeyedStateHandle, RowValue, SnapshotJob, SnapshotKind, SnapshotRequest,
+    StateBackend, StateBackendFactory, StateId, StateKind, StateMetadata, StateRow,
 };
-use flowstate_lmdb::{LmdbBackend, LmdbBackendFactory, LmdbConfig};
-
-fn max() -> MaxParallelism {
-    MaxParallelism::new(128).unwrap()
-}
+use flowstate_conformance::fixtures::{key, max_parallelism, range_of};
+use flowstate_lmdb::{LmdbBackend, LmdbBackendFactory, LmdbConfig, LmdbError};
 
 fn meta(name: &str, kind: StateKind) -> StateMetadata {
     StateMetadata {
@@ -27,18 +22,32 @@ fn meta(name: &str, kind: StateKind) -> StateMetadata {
     }
 }
 
-fn key(i: u64) -> KeyContext {
-    KeyContext::new(format!("key-{i}").into_bytes(), max())
-}
-
 fn factory(config: LmdbConfig) -> LmdbBackendFactory {
     LmdbBackendFactory::temporary(config).unwrap()
 }
 
 fn backend(config: LmdbConfig) -> (LmdbBackendFactory, LmdbBackend) {
     let f = factory(config);
-    let b = f.create(max(), max().full_range()).unwrap();
+    let b = f
+        .create(max_parallelism(), max_parallelism().full_range())
+        .unwrap();
     (f, b)
+}
+
+/// A backend with one value state, "v".
+fn value_backend(config: LmdbConfig) -> (LmdbBackendFactory, LmdbBackend, StateId) {
+    let (f, b) = backend(config);
+    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    (f, b, v)
+}
+
+/// A 1 MiB map (it fills after about a MB of writes) flushed every `write_buffer_bytes`.
+fn small_map(write_buffer_bytes: usize) -> LmdbConfig {
+    LmdbConfig {
+        initial_map_size: 1 << 20,
+        write_buffer_bytes,
+        ..LmdbConfig::default()
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -70,7 +79,7 @@ fn rows_of(view: &dyn KeyedSnapshotView) -> Vec<OwnedRow> {
                 RowValue::Value(v) => format!("value {v:?}"),
                 RowValue::List(l) => format!("list {l:?}"),
                 RowValue::MapEntry { user_key, value } => format!("entry {user_key:?}={value:?}"),
-                RowValue::Tombstone => "tombstone".to_string(),
+                other => format!("{other:?}"),
             };
             out.push((
                 row.state.0,
@@ -87,8 +96,7 @@ fn rows_of(view: &dyn KeyedSnapshotView) -> Vec<OwnedRow> {
 
 #[test]
 fn value_operations_on_buffered_and_committed_data() {
-    let (_f, b) = backend(LmdbConfig::default());
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(LmdbConfig::default());
     let k = key(1);
     assert_eq!(b.get(s, &k, b"n").unwrap(), None);
     b.put(s, &k, b"n", b"one").unwrap();
@@ -206,8 +214,7 @@ fn map_operations_and_clear_across_buffer_and_lmdb() {
 
 #[test]
 fn keys_merge_buffer_and_lmdb_without_duplicates() {
-    let (_f, b) = backend(LmdbConfig::default());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, v) = value_backend(LmdbConfig::default());
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
     for i in 0..200 {
         b.put(v, &key(i), if i % 2 == 0 { b"even" } else { b"odd" }, b"x")
@@ -234,7 +241,7 @@ fn keys_merge_buffer_and_lmdb_without_duplicates() {
 fn keys_of_other_key_groups_are_rejected() {
     let f = factory(LmdbConfig::default());
     let range = KeyGroupRange::new(0, 9).unwrap();
-    let b = f.create(max(), range).unwrap();
+    let b = f.create(max_parallelism(), range).unwrap();
     let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
     let outside = (0..)
         .map(key)
@@ -249,18 +256,28 @@ fn keys_of_other_key_groups_are_rejected() {
         Err(Error::KeyGroupNotOwned { .. })
     ));
     assert!(matches!(
-        b.apply_rows(KeyGroup::new(100, max()).unwrap(), &[]),
+        b.apply_rows(KeyGroup::new(100, max_parallelism()).unwrap(), &[]),
         Err(Error::KeyGroupNotOwned { .. })
     ));
 }
 
 #[test]
 fn oversized_keys_are_rejected_with_a_clear_error() {
-    let (_f, b) = backend(LmdbConfig::default());
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let big = KeyContext::new(vec![1u8; 600], max());
+    let (_f, b, s) = value_backend(LmdbConfig::default());
+    let big = KeyContext::new(vec![1u8; 600], max_parallelism());
     let err = b.put(s, &big, b"", b"x").unwrap_err();
     assert!(err.to_string().contains("exceeds LMDB's limit"), "{err}");
+    // A limit the operator acts on, with LMDB's own error as the source.
+    match &err {
+        Error::LimitReached { backend, source } => {
+            assert_eq!(*backend, "lmdb");
+            assert!(matches!(
+                source.downcast_ref::<LmdbError>(),
+                Some(LmdbError::KeyTooLarge { len, .. }) if *len > 600
+            ));
+        }
+        other => panic!("expected LimitReached, got {other:?}"),
+    }
     assert_eq!(b.get(s, &big, b"").unwrap(), None);
     b.remove(s, &big, b"").unwrap();
 }
@@ -271,8 +288,7 @@ fn reads_see_uncommitted_writes_until_the_buffer_flushes_itself() {
         write_buffer_entries: 100,
         ..LmdbConfig::default()
     };
-    let (_f, b) = backend(config);
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(config);
     for i in 0..99 {
         b.put(s, &key(i), b"", &i.to_le_bytes()).unwrap();
     }
@@ -301,13 +317,7 @@ fn reads_see_uncommitted_writes_until_the_buffer_flushes_itself() {
 
 #[test]
 fn the_map_grows_instead_of_failing() {
-    let config = LmdbConfig {
-        initial_map_size: 1 << 20,
-        write_buffer_bytes: 256 << 10,
-        ..LmdbConfig::default()
-    };
-    let (_f, b) = backend(config);
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(small_map(256 << 10));
     let value = vec![0xabu8; 1000];
     // 20 MiB into a 1 MiB map.
     for i in 0..20_000u64 {
@@ -329,18 +339,25 @@ fn the_map_grows_instead_of_failing() {
 #[test]
 fn max_map_size_stops_growth_with_an_actionable_error() {
     let config = LmdbConfig {
-        initial_map_size: 1 << 20,
         max_map_size: Some(2 << 20),
-        write_buffer_bytes: 256 << 10,
-        ..LmdbConfig::default()
+        ..small_map(256 << 10)
     };
-    let (_f, b) = backend(config);
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(config);
     let value = vec![1u8; 1000];
     let err = (0..10_000u64)
         .find_map(|i| b.put(s, &key(i), b"", &value).err())
         .expect("10 MB cannot fit in a 2 MiB map");
     assert!(err.to_string().contains("max_map_size"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::LimitReached {
+                backend: "lmdb",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Nothing was lost: the data that did not fit is still readable from the buffer.
     assert_eq!(
         b.get(s, &key(0), b"").unwrap().as_deref(),
@@ -350,8 +367,7 @@ fn max_map_size_stops_growth_with_an_actionable_error() {
 
 #[test]
 fn a_full_snapshot_is_a_point_in_time_while_writers_go_on() {
-    let (f, b) = backend(LmdbConfig::default());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (f, b, v) = value_backend(LmdbConfig::default());
     let l = b.register_state(&meta("l", StateKind::List)).unwrap();
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
     for i in 0..500 {
@@ -376,9 +392,7 @@ fn a_full_snapshot_is_a_point_in_time_while_writers_go_on() {
         matches!(&handle, KeyedStateHandle::Changelog { deltas, .. } if deltas.is_empty()),
         "{handle:?}"
     );
-    let restored = runtime()
-        .block_on(f.restore(max(), max().full_range(), &storage, &[handle]))
-        .unwrap();
+    let restored = restore(&f, &storage, &[handle], max_parallelism().full_range());
     assert_eq!(
         restored.registered_states().len(),
         3,
@@ -405,13 +419,7 @@ fn a_full_snapshot_is_a_point_in_time_while_writers_go_on() {
 
 #[test]
 fn while_a_snapshot_pins_a_full_map_writes_go_on_and_the_map_grows_afterwards() {
-    let config = LmdbConfig {
-        initial_map_size: 1 << 20,
-        write_buffer_bytes: 128 << 10,
-        ..LmdbConfig::default()
-    };
-    let (_f, b) = backend(config);
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(small_map(128 << 10));
     let value = vec![7u8; 1000];
     b.put(s, &key(0), b"", b"first").unwrap();
     let first_view = b.full_view().unwrap();
@@ -437,7 +445,7 @@ fn while_a_snapshot_pins_a_full_map_writes_go_on_and_the_map_grows_afterwards() 
     assert_eq!(second_rows.len(), 4000);
     assert!(second_rows
         .iter()
-        .any(|r| r.1 == b"key-0" && r.3 == format!("value {:?}", b"first")));
+        .any(|r| r.1 == key(0).key() && r.3 == format!("value {:?}", b"first")));
     // Restore rows cannot go to LMDB either: they are buffered.
     let row_key = key(50_000);
     b.apply_rows(
@@ -467,8 +475,7 @@ fn while_a_snapshot_pins_a_full_map_writes_go_on_and_the_map_grows_afterwards() 
 
 #[test]
 fn views_move_between_threads() {
-    let (_f, b) = backend(LmdbConfig::default());
-    let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, s) = value_backend(LmdbConfig::default());
     b.put(s, &key(1), b"", b"x").unwrap();
     let view = b.full_view().unwrap();
     b.put(s, &key(2), b"", b"y").unwrap();
@@ -478,8 +485,7 @@ fn views_move_between_threads() {
 
 #[test]
 fn apply_rows_applies_in_order_with_tombstones() {
-    let (_f, b) = backend(LmdbConfig::default());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, v) = value_backend(LmdbConfig::default());
     let l = b.register_state(&meta("l", StateKind::List)).unwrap();
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
     let k = key(11);
@@ -546,8 +552,7 @@ fn large_restore_blocks_are_split_into_several_transactions() {
         write_buffer_bytes: 4096,
         ..LmdbConfig::default()
     };
-    let (_f, b) = backend(config);
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, v) = value_backend(config);
     let group = key(0).key_group();
     let keys: Vec<KeyContext> = (0..)
         .map(key)
@@ -575,18 +580,19 @@ fn large_restore_blocks_are_split_into_several_transactions() {
     assert_eq!(b.keys(v, b"").unwrap().len(), 300);
 }
 
-/// Puts a value, a list and a map entry for keys `0..n`, tracking them in a model.
-fn fill(b: &LmdbBackend, ids: [StateId; 3], n: u64, tag: &str, model: &mut BTreeMap<u64, String>) {
-    for i in 0..n {
-        let value = format!("{tag}-{i}");
-        b.put(ids[0], &key(i), b"", value.as_bytes()).unwrap();
-        b.list_replace(ids[1], &key(i), b"", &[value.as_bytes()])
-            .unwrap();
-        b.map_put(ids[2], &key(i), b"", b"u", value.as_bytes())
-            .unwrap();
-        model.insert(i, value);
-    }
+/// Puts `value` as key `i`'s value, its list's one element and its map's entry "u", and
+/// tracks it in a model.
+fn put_all(b: &LmdbBackend, ids: [StateId; 3], i: u64, value: String, model: &mut Model) {
+    b.put(ids[0], &key(i), b"", value.as_bytes()).unwrap();
+    b.list_replace(ids[1], &key(i), b"", &[value.as_bytes()])
+        .unwrap();
+    b.map_put(ids[2], &key(i), b"", b"u", value.as_bytes())
+        .unwrap();
+    model.insert(i, value);
 }
+
+/// What each key's states hold.
+type Model = BTreeMap<u64, String>;
 
 fn register_all(b: &LmdbBackend) -> [StateId; 3] {
     [
@@ -596,7 +602,7 @@ fn register_all(b: &LmdbBackend) -> [StateId; 3] {
     ]
 }
 
-fn assert_subtasks_hold(subtasks: &[LmdbBackend], model: &BTreeMap<u64, String>) {
+fn assert_subtasks_hold(subtasks: &[LmdbBackend], model: &Model) {
     for b in subtasks {
         let ids = register_all(b);
         let owned: Vec<u64> = model
@@ -621,20 +627,26 @@ fn assert_subtasks_hold(subtasks: &[LmdbBackend], model: &BTreeMap<u64, String>)
     }
 }
 
+/// A backend owning `range`, restored from `handles`.
+fn restore(
+    f: &LmdbBackendFactory,
+    storage: &CheckpointStorage,
+    handles: &[KeyedStateHandle],
+    range: KeyGroupRange,
+) -> LmdbBackend {
+    runtime()
+        .block_on(f.restore(max_parallelism(), range, storage, handles))
+        .unwrap()
+}
+
 fn restore_at(
     f: &LmdbBackendFactory,
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
     parallelism: u32,
 ) -> Vec<LmdbBackend> {
-    let p = Parallelism::new(parallelism).unwrap();
     (0..parallelism)
-        .map(|i| {
-            let range = key_group_range_for_operator(max(), p, i).unwrap();
-            runtime()
-                .block_on(f.restore(max(), range, storage, handles))
-                .unwrap()
-        })
+        .map(|i| restore(f, storage, handles, range_of(parallelism, i)))
         .collect()
 }
 
@@ -667,10 +679,14 @@ fn checkpoint_all(
 fn restores_round_trip_through_rescaling() {
     let f = factory(LmdbConfig::default());
     let storage = CheckpointStorage::in_memory();
-    let one = f.create(max(), max().full_range()).unwrap();
+    let one = f
+        .create(max_parallelism(), max_parallelism().full_range())
+        .unwrap();
     let ids = register_all(&one);
     let mut model = BTreeMap::new();
-    fill(&one, ids, 1000, "a", &mut model);
+    for i in 0..1000 {
+        put_all(&one, ids, i, format!("a-{i}"), &mut model);
+    }
     let handles = checkpoint_all(&[one], &storage, 1, SnapshotKind::Full);
 
     // 1 -> 3: each subtask holds exactly its key groups.
@@ -683,13 +699,7 @@ fn restores_round_trip_through_rescaling() {
         let ids = register_all(b);
         for i in (0..1000).step_by(7) {
             if b.key_group_range().contains(key(i).key_group()) {
-                let value = format!("b-{i}");
-                b.put(ids[0], &key(i), b"", value.as_bytes()).unwrap();
-                b.list_replace(ids[1], &key(i), b"", &[value.as_bytes()])
-                    .unwrap();
-                b.map_put(ids[2], &key(i), b"", b"u", value.as_bytes())
-                    .unwrap();
-                model.insert(i, value);
+                put_all(b, ids, i, format!("b-{i}"), &mut model);
             }
         }
     }
@@ -766,9 +776,7 @@ fn incremental_checkpoint_after_changing_one_percent_uploads_little() {
     );
 
     // The chain restores to the state after the change.
-    let restored = runtime()
-        .block_on(f.restore(max(), max().full_range(), &storage, &[delta]))
-        .unwrap();
+    let restored = restore(&f, &storage, &[delta], max_parallelism().full_range());
     for i in [0u64, 1, 100, 19_900, 19_999] {
         let changed = i % 100 == 0;
         let value = restored.get(v, &key(i), b"").unwrap().unwrap();
@@ -787,8 +795,7 @@ fn incremental_checkpoint_after_changing_one_percent_uploads_little() {
 
 #[test]
 fn pending_changes_reach_the_next_delta_and_a_newer_abort_rebases() {
-    let (f, b) = backend(LmdbConfig::default());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (f, b, v) = value_backend(LmdbConfig::default());
     let storage = CheckpointStorage::in_memory();
     b.put(v, &key(1), b"", b"1").unwrap();
     run(
@@ -810,9 +817,7 @@ fn pending_changes_reach_the_next_delta_and_a_newer_abort_rebases() {
         panic!("expected a delta, got {handle:?}")
     };
     assert_eq!(deltas.len(), 1, "a delta on base 1: 2 never completed");
-    let restored = runtime()
-        .block_on(f.restore(max(), max().full_range(), &storage, &[handle]))
-        .unwrap();
+    let restored = restore(&f, &storage, &[handle], max_parallelism().full_range());
     assert_eq!(
         restored.get(v, &key(1), b"").unwrap(),
         None,
@@ -832,9 +837,7 @@ fn pending_changes_reach_the_next_delta_and_a_newer_abort_rebases() {
         panic!("expected a changelog handle, got {handle:?}")
     };
     assert!(deltas.is_empty(), "a new base after the abort");
-    let restored = runtime()
-        .block_on(f.restore(max(), max().full_range(), &storage, &[handle]))
-        .unwrap();
+    let restored = restore(&f, &storage, &[handle], max_parallelism().full_range());
     assert_eq!(restored.get(v, &key(1), b"").unwrap(), None);
     assert_eq!(restored.get(v, &key(2), b"").unwrap(), Some(b"2".to_vec()));
     assert_eq!(
@@ -845,8 +848,7 @@ fn pending_changes_reach_the_next_delta_and_a_newer_abort_rebases() {
 
 #[test]
 fn a_full_checkpoint_is_the_base_later_deltas_build_on() {
-    let (f, b) = backend(LmdbConfig::default());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (f, b, v) = value_backend(LmdbConfig::default());
     let storage = CheckpointStorage::in_memory();
     b.put(v, &key(1), b"", b"1").unwrap();
     let first = run(
@@ -890,9 +892,7 @@ fn a_full_checkpoint_is_the_base_later_deltas_build_on() {
     assert_eq!(b3, b2);
     assert_eq!(d3.len(), 1);
     // The full checkpoint alone restores its point in time.
-    let restored = runtime()
-        .block_on(f.restore(max(), max().full_range(), &storage, &[full]))
-        .unwrap();
+    let restored = restore(&f, &storage, &[full], max_parallelism().full_range());
     assert_eq!(restored.get(v, &key(2), b"").unwrap(), Some(b"2".to_vec()));
     assert_eq!(restored.get(v, &key(3), b"").unwrap(), None);
 }
@@ -903,8 +903,7 @@ fn change_tracking_off_makes_incremental_requests_full() {
         track_changes: false,
         ..LmdbConfig::default()
     };
-    let (_f, b) = backend(config);
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
+    let (_f, b, v) = value_backend(config);
     b.put(v, &key(1), b"", b"1").unwrap();
     assert_eq!(b.outstanding_changes().unwrap(), 0);
     let storage = CheckpointStorage::in_memory();
@@ -922,8 +921,12 @@ fn working_directories_are_fresh_and_removed_on_drop() {
     let base = tempfile::tempdir().unwrap();
     let f = LmdbBackendFactory::new(base.path().join("lmdb"), LmdbConfig::default());
     assert_eq!(f.name(), "lmdb");
-    let a = f.create(max(), max().full_range()).unwrap();
-    let b = f.create(max(), max().full_range()).unwrap();
+    let a = f
+        .create(max_parallelism(), max_parallelism().full_range())
+        .unwrap();
+    let b = f
+        .create(max_parallelism(), max_parallelism().full_range())
+        .unwrap();
     assert_ne!(a.path(), b.path());
     let path = a.path().to_path_buf();
     assert!(path.join("data.mdb").exists());
@@ -932,18 +935,34 @@ fn working_directories_are_fresh_and_removed_on_drop() {
 
     // An explicit directory must be empty and is left in place.
     let dir = base.path().join("explicit");
-    let c = LmdbBackend::open(&dir, max(), max().full_range(), LmdbConfig::default()).unwrap();
+    let c = LmdbBackend::open(
+        &dir,
+        max_parallelism(),
+        max_parallelism().full_range(),
+        LmdbConfig::default(),
+    )
+    .unwrap();
     drop(c);
     assert!(dir.join("data.mdb").exists());
-    let err =
-        LmdbBackend::open(&dir, max(), max().full_range(), LmdbConfig::default()).unwrap_err();
+    let err = LmdbBackend::open(
+        &dir,
+        max_parallelism(),
+        max_parallelism().full_range(),
+        LmdbConfig::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     let bad = LmdbConfig {
         write_buffer_entries: 0,
         ..LmdbConfig::default()
     };
     assert!(matches!(
-        LmdbBackend::open(base.path().join("bad"), max(), max().full_range(), bad),
+        LmdbBackend::open(
+            base.path().join("bad"),
+            max_parallelism(),
+            max_parallelism().full_range(),
+            bad
+        ),
         Err(Error::Config(_))
     ));
 }
@@ -967,7 +986,7 @@ fn too_many_states_is_an_actionable_error() {
 fn a_view_refuses_key_groups_outside_its_range() {
     let f = factory(LmdbConfig::default());
     let range = KeyGroupRange::new(0, 63).unwrap();
-    let b = f.create(max(), range).unwrap();
+    let b = f.create(max_parallelism(), range).unwrap();
     let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
     let owned = (0..10_000u64)
         .map(key)
@@ -982,7 +1001,7 @@ fn a_view_refuses_key_groups_outside_its_range() {
     })
     .unwrap();
     assert_eq!(rows, 1);
-    let foreign = KeyGroup::new(64, max()).unwrap();
+    let foreign = KeyGroup::new(64, max_parallelism()).unwrap();
     match view.for_each_row(foreign, &mut |_| Ok(())) {
         Err(Error::KeyGroupNotOwned {
             key_group: 64,

@@ -108,6 +108,6 @@ impl StateBackendFactory for RocksDbBackendFactory {
         storage: &CheckpointStorage,
         handles: &[KeyedStateHandle],
     ) -> impl Future<Output = Result<RocksDbBackend>> + Send {
-        crate::native::restore(self, max, range, storage, handles)
+        crate::restore::restore(self, max, range, storage, handles)
     }
 }

@@ -33,7 +33,7 @@
 //! factory's base directory (removed when the backend and its last snapshot are dropped).
 //! One column family per registered state, named `s<state id>`. Keys are
 //! `[key group: 2 bytes big-endian][varint len | key][varint len | namespace][map user key]`
-//! (see [`keys`]): every key group is one contiguous key range, iteration is key-group
+//! (see [`key_layout`]): every key group is one contiguous key range, iteration is key-group
 //! ordered, and the length prefixes make (key, namespace) prefix-free, so a map's entries are
 //! exactly the keys under its (key, namespace) prefix.
 //!
@@ -117,20 +117,23 @@
 //! baseline can store the same bytes with the same settings.
 
 pub mod error;
-pub mod keys;
+pub mod key_layout;
 
 mod backend;
+mod checkpoint;
+mod db;
 mod factory;
 mod ingest;
-mod native;
 mod resources;
+mod restore;
 mod view;
 
-pub use backend::{column_family_name, RocksDbBackend};
+pub use backend::RocksDbBackend;
+pub use checkpoint::{SstInfo, NATIVE_METADATA_VERSION};
+pub use db::column_family_name;
 pub use error::RocksDbError;
 pub use factory::RocksDbBackendFactory;
-pub use keys::{map_entry_key, value_key};
-pub use native::{SstInfo, NATIVE_METADATA_VERSION};
+pub use key_layout::{map_entry_key, value_key};
 pub use resources::{
     read_options, write_options, RocksDbConfig, RocksDbResources, LIST_APPEND_MERGE_OPERATOR,
 };

@@ -4,15 +4,14 @@ use std::sync::Arc;
 
 use flowstate_api::backend::{KeyedSnapshotView, RowValue, StateRow};
 use flowstate_api::state::StorageLayout;
-use flowstate_api::{
-    Error, KeyGroup, KeyGroupRange, MaxParallelism, Result, StateId, StateMetadata,
-};
-use rocksdb::{ReadOptions, SnapshotWithThreadMode};
+use flowstate_api::{KeyGroup, KeyGroupRange, MaxParallelism, Result, StateId, StateMetadata};
+use rocksdb::SnapshotWithThreadMode;
 use self_cell::self_cell;
 
-use crate::backend::{Db, OpenDb, StoredState};
-use crate::error::{engine, RocksDbError};
-use crate::keys;
+use crate::backend::RocksDbBackend;
+use crate::db::{missing_column_family, scan_options, Db, OpenDb, StoredState};
+use crate::error::engine;
+use crate::key_layout;
 
 type DbSnapshot<'db> = SnapshotWithThreadMode<'db, Db>;
 
@@ -34,18 +33,15 @@ pub struct RocksDbSnapshotView {
     states: Vec<StoredState>,
 }
 
-impl RocksDbSnapshotView {
-    pub(crate) fn new(
-        db: Arc<OpenDb>,
-        max: MaxParallelism,
-        range: KeyGroupRange,
-        states: Vec<StoredState>,
-    ) -> Self {
-        Self {
-            snapshot: PinnedSnapshot::new(db, |open| open.db.snapshot()),
-            max,
-            range,
-            states,
+impl RocksDbBackend {
+    /// A consistent point-in-time view of the keyed state (a RocksDB snapshot). Writers are
+    /// not blocked while it is read.
+    pub fn snapshot_view(&self) -> RocksDbSnapshotView {
+        RocksDbSnapshotView {
+            snapshot: PinnedSnapshot::new(self.open_db().clone(), |open| open.db.snapshot()),
+            max: self.max,
+            range: self.range,
+            states: self.stored_states(),
         }
     }
 }
@@ -73,24 +69,19 @@ impl KeyedSnapshotView for RocksDbSnapshotView {
         visit: &mut dyn FnMut(StateRow<'_>) -> Result<()>,
     ) -> Result<()> {
         self.range.check_owns(key_group)?;
-        let (lower, upper) = keys::key_group_bounds(&KeyGroupRange::single(key_group));
+        let (lower, upper) = key_layout::key_group_bounds(&KeyGroupRange::single(key_group));
         self.snapshot.with_dependent(|open, snapshot| {
             for (i, state) in self.states.iter().enumerate() {
-                let cf = open.db.cf_handle(&state.column_family).ok_or_else(|| {
-                    Error::from(RocksDbError::Metadata {
-                        detail: format!("column family '{}' is missing", state.column_family),
-                    })
-                })?;
-                let mut ro = ReadOptions::default();
-                ro.set_iterate_lower_bound(lower.clone());
-                ro.set_iterate_upper_bound(upper.clone());
-                // A snapshot scan reads everything once: keep it out of the block cache.
-                ro.fill_cache(false);
+                let cf = open
+                    .db
+                    .cf_handle(&state.column_family)
+                    .ok_or_else(|| missing_column_family(&state.column_family))?;
+                let ro = scan_options(lower.clone(), upper.clone());
                 let mut it = snapshot.raw_iterator_cf_opt(&cf, ro);
                 it.seek(&lower);
                 let layout = state.metadata.kind.layout();
                 while let Some((k, v)) = it.item() {
-                    let d = keys::decode_key(k)?;
+                    let d = key_layout::decode_key(k)?;
                     let value = match layout {
                         StorageLayout::Value => RowValue::Value(v),
                         StorageLayout::List if v.is_empty() => {

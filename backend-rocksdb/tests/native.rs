@@ -27,7 +27,7 @@ fn listing(storage: &CheckpointStorage) -> Vec<(String, u64)> {
 fn incremental_checkpoint_after_a_small_change_uploads_little() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
-    let max = max128();
+    let max = max();
     let b = factory.create(max, max.full_range()).unwrap();
     let s = register(&b);
     load(&b, &s, 20_000, 1);
@@ -37,7 +37,7 @@ fn incremental_checkpoint_after_a_small_change_uploads_little() {
     let first_bytes: u64 = after_first.iter().map(|(_, n)| n).sum();
 
     // A small change: one key.
-    let k = key(42, max);
+    let k = key_of(42);
     b.put(s.value, &k, NAMESPACES[0], b"changed").unwrap();
     let second = checkpoint(&b, &storage, 2, 0, SnapshotKind::Incremental);
     let after_second = listing(&storage);
@@ -97,7 +97,7 @@ fn incremental_checkpoint_after_a_small_change_uploads_little() {
 fn aborted_and_pending_checkpoints_never_become_bases() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
-    let max = max128();
+    let max = max();
     let b = factory.create(max, max.full_range()).unwrap();
     let s = register(&b);
     load(&b, &s, 2000, 1);
@@ -167,8 +167,8 @@ fn native_rescale_2_to_1() {
 fn scale_in_ingests_whole_files_in_lsm_order_and_later_writes_win() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
-    let max = max128();
-    let handles: Vec<_> = ranges(max, 4)
+    let max = max();
+    let handles: Vec<_> = ranges(4)
         .into_iter()
         .enumerate()
         .map(|(i, range)| {
@@ -180,7 +180,7 @@ fn scale_in_ingests_whole_files_in_lsm_order_and_later_writes_win() {
             checkpoint(&b, &storage, 2, i as u32, SnapshotKind::Incremental)
         })
         .collect();
-    let two: Vec<_> = ranges(max, 2)
+    let two: Vec<_> = ranges(2)
         .into_iter()
         .map(|range| block_on(factory.restore(max, range, &storage, &handles)).unwrap())
         .collect();
@@ -249,8 +249,8 @@ fn native_rescale_3_to_2_then_incremental_again() {
 fn mixed_native_and_canonical_handles_restore_together() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
-    let max = max128();
-    let r = ranges(max, 2);
+    let max = max();
+    let r = ranges(2);
     let mut handles = Vec::new();
     for (i, (range, kind)) in r
         .into_iter()
@@ -271,7 +271,7 @@ fn damaged_native_files_are_detected() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
     let handles = loaded_operator(&factory, &storage, 1, 500, SnapshotKind::Incremental);
-    let max = max128();
+    let max = max();
     let file = handles[0]
         .files()
         .into_iter()

@@ -7,11 +7,12 @@ use flowstate_api::{
     Error, KeyContext, KeyGroupRange, KeyedStateBackend, RowValue, StateBackendFactory, StateId,
     StateKind, StateRow,
 };
+use flowstate_conformance::fixtures::key;
 use flowstate_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbResources};
 
 fn backend() -> (RocksDbBackendFactory, flowstate_rocksdb::RocksDbBackend) {
     let factory = RocksDbBackendFactory::temporary().unwrap();
-    let max = max128();
+    let max = max();
     let b = factory.create(max, max.full_range()).unwrap();
     (factory, b)
 }
@@ -20,7 +21,7 @@ fn backend() -> (RocksDbBackendFactory, flowstate_rocksdb::RocksDbBackend) {
 fn value_put_get_overwrite_remove() {
     let (_f, b) = backend();
     let s = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let k = key(1, max128());
+    let k = key(1);
     assert_eq!(b.get(s, &k, b"n").unwrap(), None);
     b.put(s, &k, b"n", b"one").unwrap();
     b.put(s, &k, b"n", b"two").unwrap();
@@ -40,7 +41,7 @@ fn value_put_get_overwrite_remove() {
 fn list_appends_merge_in_order_through_flush_and_compaction() {
     let (_f, b) = backend();
     let s = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let k = key(2, max128());
+    let k = key(2);
     assert!(b.list_get(s, &k, b"").unwrap().is_empty());
     b.list_append(s, &k, b"", &[b"a", b"b"]).unwrap();
     b.flush().unwrap();
@@ -73,8 +74,7 @@ fn list_appends_merge_in_order_through_flush_and_compaction() {
 fn map_entries_contains_is_empty_and_clear() {
     let (_f, b) = backend();
     let s = b.register_state(&meta("m", StateKind::Map)).unwrap();
-    let max = max128();
-    let k = key(3, max);
+    let k = key(3);
     // A key whose bytes extend k's: its entries must never show up in k's map.
     let longer = KeyContext::with_key_group([k.key(), b"x".as_slice()].concat(), k.key_group());
     assert!(b.map_is_empty(s, &k, b"n").unwrap());
@@ -109,11 +109,10 @@ fn map_entries_contains_is_empty_and_clear() {
 #[test]
 fn keys_lists_each_non_empty_key_once_per_namespace() {
     let (_f, b) = backend();
-    let max = max128();
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
     let l = b.register_state(&meta("l", StateKind::List)).unwrap();
     for i in 0..200 {
-        let k = key(i, max);
+        let k = key(i);
         b.map_put(m, &k, b"a", b"x", b"1").unwrap();
         b.map_put(m, &k, b"a", b"y", b"2").unwrap();
         if i % 2 == 0 {
@@ -139,17 +138,14 @@ fn keys_lists_each_non_empty_key_once_per_namespace() {
 #[test]
 fn every_operation_checks_the_key_group() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
-    let max = max128();
+    let max = max();
     let b = factory
         .create(max, KeyGroupRange::new(0, 63).unwrap())
         .unwrap();
     let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
     let l = b.register_state(&meta("l", StateKind::List)).unwrap();
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
-    let foreign = (0..)
-        .map(|i| key(i, max))
-        .find(|k| k.key_group().get() > 63)
-        .unwrap();
+    let foreign = (0..).map(key).find(|k| k.key_group().get() > 63).unwrap();
     let not_owned = |r: Result<(), Error>| {
         assert!(
             matches!(r, Err(Error::KeyGroupNotOwned { .. })),
@@ -175,7 +171,7 @@ fn every_operation_checks_the_key_group() {
 fn wrong_kind_and_unknown_state_are_errors() {
     let (_f, b) = backend();
     let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let k = key(0, max128());
+    let k = key(0);
     assert!(matches!(
         b.list_get(v, &k, b""),
         Err(Error::UnsupportedOperation {
@@ -218,7 +214,7 @@ fn registration_is_idempotent_and_checked() {
         vec![(a, "a".to_string()), (c, "c".to_string())]
     );
     // Reducing state stores one value like value state.
-    let k = key(5, max128());
+    let k = key(5);
     b.put(c, &k, b"", b"acc").unwrap();
     assert_eq!(b.get(c, &k, b"").unwrap(), Some(b"acc".to_vec()));
 }
@@ -226,11 +222,10 @@ fn registration_is_idempotent_and_checked() {
 #[test]
 fn apply_rows_applies_in_order_with_tombstones() {
     let (_f, b) = backend();
-    let max = max128();
     let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
     let l = b.register_state(&meta("l", StateKind::List)).unwrap();
     let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
-    let k = key(7, max);
+    let k = key(7);
     b.map_put(m, &k, b"n", b"old", b"gone").unwrap();
     b.put(v, &k, b"n", b"old").unwrap();
     let list = flowstate_api::list_encoding::encode([b"p".as_slice(), b"q".as_slice()]);
@@ -288,7 +283,7 @@ fn backends_share_one_memory_budget_and_own_unique_directories() {
         .unwrap(),
     );
     let factory = RocksDbBackendFactory::new(dir.path(), resources.clone()).unwrap();
-    let max = max128();
+    let max = max();
     let a = factory.create(max, max.full_range()).unwrap();
     let b = factory.create(max, max.full_range()).unwrap();
     assert_ne!(a.instance_dir(), b.instance_dir());
@@ -298,7 +293,7 @@ fn backends_share_one_memory_budget_and_own_unique_directories() {
             .register_state(&meta("v", StateKind::Value))
             .unwrap();
         for i in 0..2000 {
-            backend.put(s, &key(i, max), b"", &[7u8; 100]).unwrap();
+            backend.put(s, &key(i), b"", &[7u8; 100]).unwrap();
         }
     }
     assert!(

@@ -12,14 +12,14 @@ use flowstate_rocksdb::RocksDbBackendFactory;
 #[test]
 fn snapshot_view_is_a_point_in_time() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
-    let max = max128();
+    let max = max();
     let b = factory.create(max, max.full_range()).unwrap();
     let s = register(&b);
     load(&b, &s, 300, 1);
     let view = b.snapshot_view();
     // Writes after the view: overwrite, delete, append, new keys.
     load(&b, &s, 400, 2);
-    let k0 = key(0, max);
+    let k0 = key_of(0);
     b.remove(s.map, &k0, NAMESPACES[0]).unwrap();
     drop(b); // The view keeps the database open on its own.
 
@@ -91,7 +91,7 @@ fn canonical_restores_rescale_1_to_2_and_2_to_1() {
 fn empty_backend_snapshots_and_restores() {
     let factory = RocksDbBackendFactory::temporary().unwrap();
     let storage = CheckpointStorage::in_memory();
-    let max = max128();
+    let max = max();
     for kind in [SnapshotKind::Full, SnapshotKind::Incremental] {
         let b = factory.create(max, max.full_range()).unwrap();
         let handle = checkpoint(&b, &storage, 1, 0, kind);

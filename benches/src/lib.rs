@@ -25,7 +25,7 @@
 //! Fairness rules every comparison follows:
 //! - **Same bytes.** Keys are `u64`s encoded by `SerdeCodec<u64>`; the raw baselines store
 //!   under the exact key bytes the backend stores (the serialized key for the heap backend,
-//!   `flowstate_rocksdb::value_key` / `map_entry_key` and `flowstate_lmdb::keys::value_key` /
+//!   `flowstate_rocksdb::value_key` / `map_entry_key` and `flowstate_lmdb::key_layout::value_key` /
 //!   `map_entry_key` for the others) and the same value bytes (lists in `list_encoding` form,
 //!   map user keys `SerdeCodec<u32>`), and encode/decode values as the typed layer does.
 //! - **Same work.** Each baseline does what the backend must do for the operation, the way a

@@ -4,7 +4,7 @@
 //! ([`LmdbConfig::env_open_options`] of the default configuration: map size, `NO_SYNC`,
 //! `NO_META_SYNC`, `NO_READ_AHEAD`, no TLS readers) and keep their data in a named database
 //! (`state-0`, the backend's name for its first state) under exactly the key bytes the backend
-//! stores ([`flowstate_lmdb::keys::value_key`]), computed once per key up front.
+//! stores ([`flowstate_lmdb::key_layout::value_key`]), computed once per key up front.
 //!
 //! Batching is the same on both sides: the backend buffers writes and commits one write
 //! transaction per [`LmdbConfig::write_buffer_entries`] writes; the baseline keeps one write
@@ -16,8 +16,8 @@
 //! - list: one value per key in `list_encoding` form, the backend's layout. LMDB has no merge,
 //!   so an append reads the list inside the write transaction and writes it back one element
 //!   longer (what the backend's flush does with its buffered appends);
-//! - map: one entry per composite key ([`flowstate_lmdb::keys::map_entry_key`]: key group, key,
-//!   namespace, user key), read with a prefix scan, the backend's layout;
+//! - map: one entry per composite key ([`flowstate_lmdb::key_layout::map_entry_key`]: key
+//!   group, key, namespace, user key), read with a prefix scan, the backend's layout;
 //! - reducing: get, fold, put inside the write transaction.
 //!
 //! With several threads, each fork of a baseline opens its own read transactions, and write
@@ -28,7 +28,7 @@ pub mod families;
 use std::sync::Arc;
 
 use flowstate_api::{MaxParallelism, StateBackendFactory};
-use flowstate_lmdb::keys::value_key;
+use flowstate_lmdb::key_layout::value_key;
 use flowstate_lmdb::{LmdbBackendFactory, LmdbConfig};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, RwTxn, WithoutTls};

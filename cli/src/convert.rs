@@ -22,14 +22,12 @@ use clap::Args;
 use flowstate_api::{
     CheckpointManifest, CheckpointStorage, KeyedStateHandle, Parallelism, SnapshotKind,
 };
-use flowstate_runtime::{
-    CheckpointCoordinator, CoordinatorConfig, Outcome, SubtaskAck, SubtaskReport,
-};
+use flowstate_runtime::{CheckpointCoordinator, CoordinatorConfig, LocalCheckpoint, LocalSubtask};
 use serde::Serialize;
 
-use crate::inspect::{choose_checkpoint, FileReport, RangeReport};
-use crate::output::{self, human_bytes};
-use crate::restore::Reader;
+use crate::output::{self, human_bytes, FileReport, KeyGroupSpan};
+use crate::resolve;
+use crate::restore::{Reader, Restored};
 
 #[derive(Args, Debug)]
 #[command(
@@ -80,7 +78,7 @@ pub struct ConvertReport {
 #[derive(Serialize, Debug)]
 pub struct ConvertedSubtask {
     pub index: u32,
-    pub key_groups: RangeReport,
+    pub key_groups: KeyGroupSpan,
     /// Its canonical keyed state file.
     pub keyed_file: Option<FileReport>,
     /// Its operator state file; `null` when it has no operator state.
@@ -88,25 +86,13 @@ pub struct ConvertedSubtask {
 }
 
 pub async fn run(args: ConvertArgs) -> Result<()> {
-    let source = CheckpointStorage::open_existing(&args.source)
-        .with_context(|| format!("opening the checkpoint storage {}", args.source))?;
-    let ids = source
-        .list_checkpoints()
-        .await
-        .with_context(|| format!("listing the checkpoints of {source}"))?;
-    let id = choose_checkpoint(&source, &ids, Some(args.checkpoint))?;
-    let manifest = source
-        .read_manifest(id)
-        .await
-        .with_context(|| format!("reading checkpoint {id} of {source}"))?;
-    let max = manifest.max_parallelism;
+    let source = resolve::open_read_only(&args.source)?;
+    let manifest = resolve::read_checkpoint(&source, Some(args.checkpoint))
+        .await?
+        .manifest;
     let parallelism = match args.parallelism {
         None => manifest.parallelism,
-        Some(0) => bail!("--parallelism 0: a checkpoint has at least 1 subtask"),
-        Some(p) if p > max.get() => bail!(
-            "--parallelism {p}: checkpoint {id} has max parallelism {max}, the most subtasks its key groups can be split over (it is fixed for the life of the job's state)"
-        ),
-        Some(p) => Parallelism::new(p)?,
+        Some(p) => resolve::parallelism_for(p, &manifest)?,
     };
     check_not_overlapping(&source, &args.to)?;
     let target = CheckpointStorage::open(&args.to)
@@ -129,6 +115,9 @@ pub async fn run(args: ConvertArgs) -> Result<()> {
     }
 }
 
+/// Every new subtask in turn restored, captured in full, uploaded and acknowledged to a
+/// coordinator on the target, which publishes the checkpoint once all are; one at a time, so
+/// that only one subtask's state is held at once.
 async fn convert(
     source: &CheckpointStorage,
     manifest: &CheckpointManifest,
@@ -141,75 +130,38 @@ async fn convert(
     let mut coordinator = CheckpointCoordinator::open(target.clone(), config)
         .await
         .with_context(|| format!("opening a checkpoint coordinator on {target}"))?;
-    let id = coordinator.trigger();
+    let mut checkpoint = coordinator.begin_local();
+    let id = checkpoint.id();
     let mut reader = Reader::new();
-    let mut outcomes = Vec::new();
     let bar = output::progress(u64::from(parallelism.get()), "converting subtasks", json);
     for index in 0..parallelism.get() {
-        let ack = match convert_subtask(
+        let converted = convert_subtask(
             &mut reader,
             source,
             manifest,
             target,
             parallelism,
             index,
-            id,
+            &mut checkpoint,
         )
-        .await
-        {
-            Ok(ack) => ack,
-            Err(error) => {
-                bar.finish_and_clear();
-                let reason = format!("{error:#}");
-                // Aborting deletes what the checkpoint uploaded so far.
-                let _ = coordinator
-                    .report(SubtaskReport::Declined {
-                        checkpoint_id: id,
-                        subtask_index: index,
-                        reason,
-                    })
-                    .await;
-                return Err(error.context(format!(
-                    "converting checkpoint {source_id} of {source}: new subtask {index} of {parallelism}"
-                )));
-            }
-        };
-        outcomes.extend(
-            coordinator
-                .acknowledge(ack)
-                .await
-                .with_context(|| format!("acknowledging subtask {index} to the coordinator"))?,
-        );
+        .await;
+        if let Err(error) = converted {
+            bar.finish_and_clear();
+            // Declining aborts the checkpoint, which deletes what it uploaded so far. The error
+            // to report is the conversion's: the checkpoint is not published either way.
+            let _ = checkpoint.decline(index, &format!("{error:#}")).await;
+            return Err(error.context(format!(
+                "converting checkpoint {source_id} of {source}: new subtask {index} of {parallelism}"
+            )));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let completed = match outcomes.as_slice() {
-        [Outcome::Completed(completed)] if completed.manifest.checkpoint_id == id => completed,
-        _ => {
-            let verdicts: Vec<String> = outcomes
-                .iter()
-                .map(|o| match o {
-                    Outcome::Completed(c) => format!("{} completed", c.manifest.checkpoint_id),
-                    Outcome::Aborted { id, reason } => format!("{id} aborted: {reason}"),
-                })
-                .collect();
-            bail!("the converted checkpoint {id} did not complete once every subtask acknowledged it: {verdicts:?}");
-        }
-    };
+    // The converted subtasks are gone: there is no one to tell.
+    let completed = checkpoint
+        .finish::<Restored>(&[])
+        .with_context(|| format!("writing the converted checkpoint to {target}"))?;
     let written = &completed.manifest;
-    if let Some(odd) = written
-        .subtasks
-        .iter()
-        .find(|s| !matches!(s.keyed, Some(KeyedStateHandle::Canonical { .. })))
-    {
-        bail!(
-            "subtask {} of the converted checkpoint {id} has no canonical handle: {}",
-            odd.subtask_index,
-            odd.keyed
-                .as_ref()
-                .map_or("none".into(), KeyedStateHandle::describe)
-        );
-    }
     let files = written.files();
     Ok(ConvertReport {
         source: source.location().to_string(),
@@ -228,23 +180,19 @@ async fn convert(
             .map(|s| ConvertedSubtask {
                 index: s.subtask_index,
                 key_groups: s.key_group_range.into(),
-                keyed_file: s.keyed.as_ref().and_then(|k| {
-                    k.files().first().map(|f| FileReport {
-                        path: f.path.clone(),
-                        bytes: f.size,
-                    })
-                }),
-                operator_file: s.operator.as_ref().map(|f| FileReport {
-                    path: f.path.clone(),
-                    bytes: f.size,
-                }),
+                keyed_file: s
+                    .keyed
+                    .as_ref()
+                    .and_then(|k| k.files().first().map(|f| FileReport::from(*f))),
+                operator_file: s.operator.as_ref().map(FileReport::from),
             })
             .collect(),
     })
 }
 
-/// Restores new subtask `index`, captures a full (canonical) snapshot of it for checkpoint
-/// `id` and uploads it to `target`.
+/// Restores new subtask `index`, captures a full (canonical) snapshot of it for `checkpoint`,
+/// uploads it to `target` and, once its handle is checked canonical (what makes the copy
+/// portable), acknowledges it.
 async fn convert_subtask(
     reader: &mut Reader,
     source: &CheckpointStorage,
@@ -252,40 +200,41 @@ async fn convert_subtask(
     target: &CheckpointStorage,
     parallelism: Parallelism,
     index: u32,
-    id: flowstate_api::CheckpointId,
-) -> Result<SubtaskAck> {
+    checkpoint: &mut LocalCheckpoint<'_>,
+) -> Result<()> {
     let restored = reader
         .restore(source, manifest, parallelism, index)
         .await
         .context("restoring it from the source")?;
     let captured = restored
-        .capture(id, SnapshotKind::Full)
+        .capture(checkpoint.id(), SnapshotKind::Full)
         .context("capturing a full snapshot")?;
     let ack = captured
         .upload(target.clone())
         .await
         .with_context(|| format!("uploading it to {target}"))?;
-    match &ack.state.keyed {
-        Some(KeyedStateHandle::Canonical { .. }) => Ok(ack),
-        other => bail!(
+    if !matches!(ack.state.keyed, Some(KeyedStateHandle::Canonical { .. })) {
+        bail!(
             "its full snapshot is not canonical but {}: the backend does not write canonical full snapshots",
-            other
+            ack.state
+                .keyed
                 .as_ref()
                 .map_or("absent".into(), KeyedStateHandle::describe)
-        ),
+        );
     }
+    checkpoint
+        .acknowledge(ack)
+        .await
+        .context("acknowledging it to the coordinator")
 }
 
+/// The kinds of the manifest's keyed handles, each once.
 fn handle_kinds(manifest: &CheckpointManifest) -> Vec<String> {
     let kinds: BTreeSet<String> = manifest
         .subtasks
         .iter()
         .filter_map(|s| s.keyed.as_ref())
-        .map(|k| match k {
-            KeyedStateHandle::Canonical { .. } => "canonical".to_string(),
-            KeyedStateHandle::Changelog { .. } => "changelog".to_string(),
-            KeyedStateHandle::Native { backend, .. } => format!("native {backend}"),
-        })
+        .map(output::handle_label)
         .collect();
     kinds.into_iter().collect()
 }
@@ -295,8 +244,8 @@ fn handle_kinds(manifest: &CheckpointManifest) -> Vec<String> {
 fn check_not_overlapping(source: &CheckpointStorage, to: &str) -> Result<()> {
     let relation = match (source.local_dir(), local_dir_of(to)) {
         (Some(source_dir), Some(target)) => {
-            let target =
-                resolve(&target).with_context(|| format!("resolving the target directory {to}"))?;
+            let target = absolute_path(&target)
+                .with_context(|| format!("resolving the target directory {to}"))?;
             relation(&target, source_dir)
         }
         (None, None) => {
@@ -350,7 +299,7 @@ fn local_dir_of(location: &str) -> Option<PathBuf> {
 
 /// `path` made absolute without creating anything: its longest existing ancestor resolved
 /// (symbolic links followed), the rest appended with `.` and `..` applied.
-fn resolve(path: &Path) -> Result<PathBuf> {
+fn absolute_path(path: &Path) -> Result<PathBuf> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -403,7 +352,7 @@ async fn check_empty(target: &CheckpointStorage) -> Result<()> {
             files[0].0
         )
     } else {
-        crate::inspect::list_ids(&checkpoints)
+        resolve::list_ids(&checkpoints)
     };
     bail!(
         "the target storage {target} is not empty: it holds {what}. convert writes only into an empty storage and never overwrites: choose a new directory or prefix"

@@ -16,7 +16,11 @@
 //! created or restored by the runtime on a backend chosen by [`BackendConfig`], and one
 //! [`CheckpointCoordinator`] per run of the job (a restart at another parallelism opens a new
 //! one on the same storage) which triggers checkpoints, takes the subtasks' acknowledgements,
-//! publishes the manifests and applies retention.
+//! publishes the manifests and applies retention; the subtasks all live in this process, so
+//! [`CheckpointCoordinator::checkpoint_subtasks`] runs that sequence. The records and the
+//! reference are [`workload`]'s.
+
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -32,7 +36,12 @@ use flowstate_api::{
 };
 use flowstate_runtime::{
     create_subtask, restore_subtask, BackendConfig, CheckpointCoordinator, CoordinatorConfig,
-    DynStateBackendFactory, Outcome, Subtask,
+    DynStateBackendFactory, Subtask,
+};
+
+use workload::{
+    Workload, DEFAULT_BATCH, DEFAULT_KEYS, DEFAULT_MAX_PARALLELISM, DEFAULT_PARTITIONS,
+    FINAL_ROUND, RULES,
 };
 
 #[derive(Args, Debug)]
@@ -49,46 +58,18 @@ pub struct DemoArgs {
     #[arg(long)]
     storage: Option<String>,
     /// Number of source partitions (at least 1).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
     /// Number of distinct keys (at least 1).
-    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_KEYS, value_parser = clap::value_parser!(u32).range(1..))]
     keys: u32,
     /// Records each partition yields per round (at least 1).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
     /// Max parallelism (number of key groups): at least 3, the demo's highest parallelism,
     /// and at most 32768.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..=32768))]
+    #[arg(long, default_value_t = DEFAULT_MAX_PARALLELISM, value_parser = clap::value_parser!(u32).range(3..=32768))]
     max_parallelism: u32,
-}
-
-const KINDS: [&str; 3] = ["view", "click", "buy"];
-/// Rule updates: (round, kind, weight). Round 0 sets the initial rules.
-const RULES: [(u64, &str, u64); 4] = [
-    (0, "view", 1),
-    (0, "click", 2),
-    (0, "buy", 5),
-    (7, "click", 3),
-];
-
-/// The record at `offset` of `partition`: (key, kind). Deterministic (splitmix64).
-fn record(partition: u32, offset: u64, keys: u32) -> (String, &'static str) {
-    let mut z = (u64::from(partition) << 40 ^ offset).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    let key = format!("user-{}", z % u64::from(keys));
-    (key, KINDS[((z >> 32) % 3) as usize])
-}
-
-fn weight_at(round: u64, kind: &str) -> u64 {
-    RULES
-        .iter()
-        .filter(|(r, k, _)| *r <= round && *k == kind)
-        .map(|(_, _, w)| *w)
-        .next_back()
-        .unwrap_or(0)
 }
 
 /// One parallel instance: source reader + keyed counter. The runtime's [`Subtask`] holds its
@@ -116,7 +97,7 @@ impl Instance {
 struct Job {
     max: MaxParallelism,
     key_codec: SerdeCodec<String>,
-    args: DemoArgs,
+    workload: Workload,
     storage: CheckpointStorage,
     factory: Box<dyn DynStateBackendFactory>,
 }
@@ -209,14 +190,14 @@ impl Job {
             for source in instances {
                 let mut offsets = source.offsets.get()?;
                 for (partition, next) in offsets.iter_mut() {
-                    let end = (round + 1) * self.args.batch;
-                    if *next != round * self.args.batch {
+                    let end = (round + 1) * self.workload.batch;
+                    if *next != round * self.workload.batch {
                         bail!(
                             "partition {partition} is at offset {next} at the start of round {round}: the source lost its place"
                         );
                     }
                     while *next < end {
-                        let (key, kind) = record(*partition, *next, self.args.keys);
+                        let (key, kind) = self.workload.record(*partition, *next);
                         let ctx = KeyContext::for_key(&self.key_codec, &key, self.max)?;
                         let target =
                             operator_index_for_key_group(self.max, parallelism, ctx.key_group());
@@ -234,47 +215,19 @@ impl Job {
         Ok(processed)
     }
 
-    /// An aligned checkpoint of every instance (rounds are barriers): the coordinator triggers
-    /// it, every subtask captures its state synchronously, the uploads run as tasks and their
-    /// acknowledgements go to the coordinator, which publishes the manifest; every subtask is
-    /// told the verdict.
+    /// An aligned checkpoint of every instance (rounds are barriers), through the runtime:
+    /// the coordinator triggers it, every subtask captures its state, the uploads run, the
+    /// coordinator publishes the manifest once all acknowledged, and every subtask is told.
     async fn checkpoint(
         &self,
         coordinator: &mut CheckpointCoordinator,
         instances: &[Instance],
     ) -> Result<CheckpointId> {
-        let id = coordinator.trigger();
-        let captured = instances
-            .iter()
-            .map(|s| s.subtask.capture(id, SnapshotKind::Incremental))
-            .collect::<Result<Vec<_>, _>>()?;
-        let uploads: Vec<_> = captured
-            .into_iter()
-            .map(|c| tokio::spawn(c.upload(self.storage.clone())))
-            .collect();
-        let mut outcomes = Vec::new();
-        for upload in uploads {
-            let ack = upload.await.context("a checkpoint upload task failed")??;
-            outcomes.extend(coordinator.acknowledge(ack).await?);
-        }
-        for outcome in &outcomes {
-            for s in instances {
-                s.subtask.notify(outcome.notice())?;
-            }
-        }
-        let completed = match outcomes.as_slice() {
-            [Outcome::Completed(completed)] if completed.manifest.checkpoint_id == id => completed,
-            _ => {
-                let verdicts: Vec<String> = outcomes
-                    .iter()
-                    .map(|o| match o {
-                        Outcome::Completed(c) => format!("{} completed", c.manifest.checkpoint_id),
-                        Outcome::Aborted { id, reason } => format!("{id} aborted: {reason}"),
-                    })
-                    .collect();
-                bail!("checkpoint {id} did not complete once every subtask acknowledged it: {verdicts:?}");
-            }
-        };
+        let subtasks: Vec<&Subtask> = instances.iter().map(|s| &s.subtask).collect();
+        let completed = coordinator
+            .checkpoint_subtasks(&subtasks, SnapshotKind::Incremental)
+            .await?;
+        let id = completed.manifest.checkpoint_id;
         println!(
             "  checkpoint {id}: {} subtasks, {} bytes referenced, {} bytes uploaded, retained {:?}",
             instances.len(),
@@ -326,7 +279,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         key_codec: SerdeCodec::new(),
         storage,
         factory,
-        args,
+        workload: Workload {
+            partitions: args.partitions,
+            keys: args.keys,
+            batch: args.batch,
+        },
     };
 
     // Phase 1: parallelism 2, partitions dealt round-robin.
@@ -334,7 +291,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut coordinator = job.coordinator(two).await?;
     let instances = job.create(two)?;
     for s in &instances {
-        let owned: Vec<(u32, u64)> = (0..job.args.partitions)
+        let owned: Vec<(u32, u64)> = (0..job.workload.partitions)
             .filter(|p| p % 2 == s.subtask.index)
             .map(|p| (p, 0))
             .collect();
@@ -350,7 +307,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     // Phase 2: restart at parallelism 3 from the checkpoint and replay from the restored offsets.
     let (mut coordinator, instances) = job.restart(3, first).await?;
-    let round = resume_round(&instances, job.args.batch)?;
+    let round = resume_round(&instances, job.workload.batch)?;
     println!("\nphase 2: restored checkpoint {first} at parallelism 3, resuming at round {round}");
     job.describe(&instances)?;
     job.run_rounds(&instances, round, 10)?;
@@ -361,21 +318,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     // Phase 3: rescale to 1.
     let (mut coordinator, instances) = job.restart(1, second).await?;
-    let round = resume_round(&instances, job.args.batch)?;
+    let round = resume_round(&instances, job.workload.batch)?;
     println!("\nphase 3: restored checkpoint {second} at parallelism 1, resuming at round {round}");
     job.describe(&instances)?;
-    const FINAL_ROUND: u64 = 13;
     job.run_rounds(&instances, round, FINAL_ROUND)?;
     job.checkpoint(&mut coordinator, &instances).await?;
 
     // The reference: every record of rounds [0, FINAL_ROUND) exactly once, single-threaded.
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for partition in 0..job.args.partitions {
-        for offset in 0..FINAL_ROUND * job.args.batch {
-            let (key, kind) = record(partition, offset, job.args.keys);
-            *expected.entry(key).or_default() += weight_at(offset / job.args.batch, kind);
-        }
-    }
+    let expected = job.workload.expected_counts(FINAL_ROUND);
     let only = &instances[0];
     let mut actual: BTreeMap<String, u64> = BTreeMap::new();
     for ctx in only.counts.keys()? {
@@ -392,7 +342,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "\ncheck: {} keys, total weighted count {total}, reference over {} records",
         expected.len(),
-        u64::from(job.args.partitions) * FINAL_ROUND * job.args.batch
+        u64::from(job.workload.partitions) * FINAL_ROUND * job.workload.batch
     );
     if wrong.is_empty() && extra == 0 && actual.len() == expected.len() {
         println!("OK: every count equals the single-threaded reference (nothing lost, nothing counted twice)");

@@ -9,7 +9,8 @@ use flowstate_api::key_groups::{key_group_range_for_operator, operator_index_for
 use flowstate_api::{KeyContext, MaxParallelism, Parallelism, SerdeCodec};
 use serde::Serialize;
 
-use crate::output;
+use crate::output::{self, KeyGroupSpan};
+use crate::resolve;
 
 #[derive(Args, Debug)]
 #[command(
@@ -76,7 +77,7 @@ pub struct KeyGroupReport {
     /// The subtask owning the key group at `parallelism` (present with `parallelism`).
     pub subtask: Option<u32>,
     /// The key groups that subtask owns, inclusive (present with `parallelism`).
-    pub subtask_key_groups: Option<crate::ls::KeyGroupSpan>,
+    pub subtask_key_groups: Option<KeyGroupSpan>,
 }
 
 /// The key's serialized bytes as the engine would produce them, or a clear error.
@@ -133,22 +134,17 @@ fn hex(bytes: &[u8]) -> String {
 
 pub fn run(args: KeyGroupArgs) -> Result<()> {
     let max = MaxParallelism::new(args.max_parallelism)?;
-    let parallelism = match args.parallelism {
-        Some(p) if p > max.get() => bail!(
-            "--parallelism {p} is above --max-parallelism {}: a job cannot have more subtasks than key groups; give a parallelism in 1..={}",
-            max.get(),
-            max.get()
-        ),
-        Some(p) => Some(Parallelism::new(p)?),
-        None => None,
-    };
+    let parallelism = args
+        .parallelism
+        .map(|p| resolve::parallelism_within(p, max, &format!("--max-parallelism {max}")))
+        .transpose()?;
     let context = key_bytes(&args.key, args.codec, max)?;
     let key_group = context.key_group();
     let (subtask, subtask_key_groups) = match parallelism {
         Some(p) => {
             let index = operator_index_for_key_group(max, p, key_group);
             let range = key_group_range_for_operator(max, p, index)?;
-            (Some(index), Some(crate::ls::KeyGroupSpan::from(range)))
+            (Some(index), Some(KeyGroupSpan::from(range)))
         }
         None => (None, None),
     };

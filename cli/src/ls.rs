@@ -5,22 +5,24 @@
 //! Everything comes from one listing of the storage, the manifests (the source of truth) and
 //! the registry copy `_shared_registry.json`, which is compared with them. Nothing is written.
 
+mod print;
+mod report;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use flowstate_api::lifecycle::SharedStateRegistry;
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, FileRef, KeyGroupRange, KeyedStateHandle,
+    CheckpointId, CheckpointManifest, CheckpointStorage, FileRef, KeyedStateHandle,
 };
-use serde::Serialize;
 
-use crate::output;
+use crate::{output, resolve};
+pub use report::*;
 
 /// The registry copy the checkpoint lifecycle writes for tools (see
 /// `flowstate_api::lifecycle`).
-pub const REGISTRY_FILE: &str = "_shared_registry.json";
+pub use flowstate_api::lifecycle::REGISTRY_FILE;
 
 #[derive(Args, Debug)]
 #[command(
@@ -36,149 +38,6 @@ pub struct LsArgs {
     /// Print JSON (the fields documented on `LsReport`) instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// An inclusive range of key groups, `[start, end]`, in JSON: `{"start": 0, "end": 63}`.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyGroupSpan {
-    /// First key group.
-    pub start: u32,
-    /// Last key group (inclusive).
-    pub end: u32,
-}
-
-impl From<KeyGroupRange> for KeyGroupSpan {
-    fn from(range: KeyGroupRange) -> Self {
-        Self {
-            start: range.start().get(),
-            end: range.end().get(),
-        }
-    }
-}
-
-impl fmt::Display for KeyGroupSpan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, {}]", self.start, self.end)
-    }
-}
-
-/// The JSON output of `flowstate ls --json`. Field names are stable.
-#[derive(Serialize, Debug)]
-pub struct LsReport {
-    /// The storage listed, as a URL (`file:///abs/dir`, `s3://bucket/prefix`, ...).
-    pub storage: String,
-    /// Every checkpoint directory (`chk-<id>/`), by ascending id: completed checkpoints and
-    /// directories without a manifest.
-    pub checkpoints: Vec<CheckpointReport>,
-    /// The shared files retained checkpoints use, and the registry copy's state.
-    pub registry: RegistryReport,
-    /// Files under `shared/` that no retained checkpoint references: left by aborted or still
-    /// pending checkpoints (the coordinator deletes them once nothing is pending).
-    pub unreferenced_shared_files: Vec<FileReport>,
-}
-
-/// One checkpoint directory.
-#[derive(Serialize, Debug)]
-pub struct CheckpointReport {
-    /// The checkpoint id.
-    pub id: u64,
-    /// `retained`: its manifest exists and reads back (a completed checkpoint retention kept:
-    /// restorable); `incomplete`: a directory without a manifest (a pending or aborted
-    /// checkpoint, or a leftover the coordinator removes); `unreadable`: its manifest exists but
-    /// cannot be read (see `problem`).
-    pub status: &'static str,
-    /// True for `retained`.
-    pub retained: bool,
-    /// Why the manifest cannot be read (`unreadable` only).
-    pub problem: Option<String>,
-    /// When the manifest was written (the checkpoint completed), RFC 3339 in UTC; `null` when
-    /// there is no manifest.
-    pub time: Option<String>,
-    /// The parallelism it was taken at (from the manifest).
-    pub parallelism: Option<u32>,
-    /// The max parallelism (number of key groups) of its state.
-    pub max_parallelism: Option<u32>,
-    /// Every subtask's part, by subtask index (empty without a readable manifest).
-    pub subtasks: Vec<SubtaskReport>,
-    /// Number of distinct state files the checkpoint references (without a manifest: the
-    /// files in its directory).
-    pub files: usize,
-    /// Bytes of those files (the manifest itself not counted).
-    pub total_bytes: u64,
-    /// Bytes of those that are shared files (under `shared/`, possibly used by other
-    /// checkpoints too).
-    pub shared_bytes: u64,
-    /// Bytes of those in the checkpoint's own directory.
-    pub exclusive_bytes: u64,
-}
-
-/// One subtask's part of a checkpoint.
-#[derive(Serialize, Debug)]
-pub struct SubtaskReport {
-    pub subtask_index: u32,
-    /// The key groups it owned.
-    pub key_groups: KeyGroupSpan,
-    /// Its keyed state handle: `canonical` (one portable file), `changelog` (a canonical base
-    /// plus `deltas` delta files), `native` (backend files, see `native_backend`) or `none`.
-    pub kind: &'static str,
-    /// The backend of a native handle (`rocksdb`).
-    pub native_backend: Option<String>,
-    /// The number of delta files of a changelog handle (0 otherwise).
-    pub deltas: usize,
-    /// Files of the keyed state handle.
-    pub keyed_files: usize,
-    /// Bytes of the keyed state handle.
-    pub keyed_bytes: u64,
-    /// Bytes of the operator-state file (0 without one).
-    pub operator_bytes: u64,
-    /// Bytes of its files that are shared.
-    pub shared_bytes: u64,
-}
-
-/// The shared-state registry: derived from the retained checkpoints' manifests (the source
-/// of truth), with who created each file from the registry copy, and how the copy compares.
-#[derive(Serialize, Debug)]
-pub struct RegistryReport {
-    /// The registry copy `_shared_registry.json`: `present`, `missing` or `unreadable`.
-    pub stored_copy: &'static str,
-    /// Why the copy cannot be read (`unreadable` only).
-    pub stored_copy_problem: Option<String>,
-    /// Every shared file a retained checkpoint references, by path.
-    pub files: Vec<SharedFileReport>,
-    /// Shared files the copy lists as unreferenced and waiting to be deleted.
-    pub deferred_deletes: Vec<String>,
-    /// Where the copy disagrees with the manifests (it is rewritten at every completed
-    /// checkpoint; a difference means it is stale or a manifest could not be read).
-    pub discrepancies: Vec<String>,
-}
-
-/// One shared file of the registry.
-#[derive(Serialize, Debug)]
-pub struct SharedFileReport {
-    /// Path relative to the storage root (`shared/...`).
-    pub path: String,
-    /// Size in bytes, as the manifests record it.
-    pub size: u64,
-    /// The first checkpoint that referenced it (from the copy when it knows an older one,
-    /// which retention may have dropped since).
-    pub created_by: u64,
-    /// The retained checkpoints that reference it, ascending.
-    pub used_by: Vec<u64>,
-    /// False when the storage listing does not show the file: a retained checkpoint
-    /// references a missing file (run `flowstate verify`).
-    pub present: bool,
-}
-
-/// A file and its size.
-#[derive(Serialize, Debug)]
-pub struct FileReport {
-    pub path: String,
-    pub size: u64,
-}
-
-/// Opens a storage for reading, with the error naming it.
-pub fn open_storage(location: &str) -> Result<CheckpointStorage> {
-    Ok(CheckpointStorage::open_existing(location)?)
 }
 
 /// What one listing of the storage holds, grouped.
@@ -211,56 +70,17 @@ async fn list_storage(storage: &CheckpointStorage) -> Result<Listing> {
     Ok(listing)
 }
 
-/// `kind` label and delta count of a subtask's keyed handle.
+/// `kind` label, native backend and delta count of a subtask's keyed handle.
 fn handle_kind(handle: Option<&KeyedStateHandle>) -> (&'static str, Option<String>, usize) {
-    match handle {
-        None => ("none", None, 0),
-        Some(KeyedStateHandle::Canonical { .. }) => ("canonical", None, 0),
-        Some(KeyedStateHandle::Changelog { deltas, .. }) => ("changelog", None, deltas.len()),
-        Some(KeyedStateHandle::Native { backend, .. }) => ("native", Some(backend.clone()), 0),
-    }
-}
-
-/// A subtask's handle for people: `changelog base+2`, `native rocksdb (5 files)`.
-fn kind_label(s: &SubtaskReport) -> String {
-    match s.kind {
-        "changelog" => format!("changelog base+{}", s.deltas),
-        "native" => format!(
-            "native {} ({} files)",
-            s.native_backend.as_deref().unwrap_or("?"),
-            s.keyed_files
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// The subtasks' kinds in one cell: runs of equal kinds counted (`changelog base+1 x3`).
-fn kinds_summary(subtasks: &[SubtaskReport]) -> String {
-    let mut runs: Vec<(String, usize)> = Vec::new();
-    for s in subtasks {
-        let label = match s.kind {
-            // Native file counts differ per subtask; the kind is what matters here.
-            "native" => format!("native {}", s.native_backend.as_deref().unwrap_or("?")),
-            _ => kind_label(s),
-        };
-        match runs.last_mut() {
-            Some((last, n)) if *last == label => *n += 1,
-            _ => runs.push((label, 1)),
-        }
-    }
-    if runs.is_empty() {
-        return "-".into();
-    }
-    runs.into_iter()
-        .map(|(label, n)| {
-            if n == 1 {
-                label
-            } else {
-                format!("{label} x{n}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let Some(handle) = handle else {
+        return ("none", None, 0);
+    };
+    let deltas = match handle {
+        KeyedStateHandle::Changelog { deltas, .. } => deltas.len(),
+        _ => 0,
+    };
+    let (kind, backend) = output::handle_kind(handle);
+    (kind, backend.map(str::to_string), deltas)
 }
 
 fn distinct_files(manifest: &CheckpointManifest) -> BTreeMap<&str, &FileRef> {
@@ -433,6 +253,7 @@ async fn registry_report(
     })
 }
 
+/// Checkpoint ids for people: `3, 4`, or `none`.
 fn ids(ids: impl Iterator<Item = u64>) -> String {
     let list: Vec<String> = ids.map(|id| id.to_string()).collect();
     if list.is_empty() {
@@ -443,12 +264,12 @@ fn ids(ids: impl Iterator<Item = u64>) -> String {
 }
 
 pub async fn run(args: LsArgs) -> Result<()> {
-    let storage = open_storage(&args.storage)?;
+    let storage = resolve::open_read_only(&args.storage)?;
     let report = build_report(&storage, args.json).await?;
     if args.json {
         return output::print_json(&report);
     }
-    print_human(&report, args.subtasks);
+    print::human(&report, args.subtasks);
     Ok(())
 }
 
@@ -476,7 +297,7 @@ async fn build_report(storage: &CheckpointStorage, json: bool) -> Result<LsRepor
             .head(&path)
             .await
             .with_context(|| format!("reading the time of {path} in {storage}"))?
-            .map(|meta| rfc3339(meta.last_modified.timestamp()));
+            .map(|meta| meta.last_modified.format("%Y-%m-%dT%H:%M:%SZ").to_string());
         match storage.read_manifest(*id).await {
             Ok(manifest) => {
                 checkpoints.push(checkpoint_report(&manifest, time));
@@ -485,6 +306,7 @@ async fn build_report(storage: &CheckpointStorage, json: bool) -> Result<LsRepor
             // Damaged, unknown version, invalid: shown, not fatal (other checkpoints list).
             Err(
                 e @ (flowstate_api::Error::Corrupt { .. }
+                | flowstate_api::Error::ChecksumMismatch { .. }
                 | flowstate_api::Error::UnsupportedFormatVersion { .. }
                 | flowstate_api::Error::InvalidPath { .. }),
             ) => {
@@ -508,7 +330,7 @@ async fn build_report(storage: &CheckpointStorage, json: bool) -> Result<LsRepor
         .shared
         .iter()
         .filter(|(path, _)| !referenced.contains(path.as_str()))
-        .map(|(path, size)| FileReport {
+        .map(|(path, size)| StoredFile {
             path: path.clone(),
             size: *size,
         })
@@ -519,258 +341,4 @@ async fn build_report(storage: &CheckpointStorage, json: bool) -> Result<LsRepor
         registry,
         unreferenced_shared_files,
     })
-}
-
-fn print_human(report: &LsReport, subtasks: bool) {
-    let retained = report.checkpoints.iter().filter(|c| c.retained).count();
-    let others = report.checkpoints.len() - retained;
-    if report.checkpoints.is_empty() {
-        println!("{}: no checkpoints", report.storage);
-    } else {
-        println!(
-            "{}: {retained} retained checkpoint{}{}",
-            report.storage,
-            if retained == 1 { "" } else { "s" },
-            if others > 0 {
-                format!(", {others} not completed")
-            } else {
-                String::new()
-            }
-        );
-        println!();
-        let rows: Vec<Vec<String>> = report
-            .checkpoints
-            .iter()
-            .map(|c| {
-                vec![
-                    c.id.to_string(),
-                    c.status.to_string(),
-                    c.time
-                        .as_deref()
-                        .map_or("-".into(), |t| t.replace('T', " ").replace('Z', "")),
-                    opt(c.parallelism),
-                    opt(c.max_parallelism),
-                    if c.retained {
-                        kinds_summary(&c.subtasks)
-                    } else {
-                        c.problem
-                            .clone()
-                            .unwrap_or_else(|| "no manifest (pending, aborted or left over)".into())
-                    },
-                    c.files.to_string(),
-                    output::human_bytes(c.total_bytes),
-                    output::human_bytes(c.shared_bytes),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &[
-                    "ID",
-                    "STATUS",
-                    "TIME (UTC)",
-                    "P",
-                    "MAX",
-                    "KEYED STATE",
-                    "FILES",
-                    "TOTAL",
-                    "SHARED"
-                ],
-                &rows
-            )
-        );
-    }
-    if subtasks {
-        let rows: Vec<Vec<String>> = report
-            .checkpoints
-            .iter()
-            .flat_map(|c| {
-                c.subtasks.iter().map(move |s| {
-                    vec![
-                        c.id.to_string(),
-                        s.subtask_index.to_string(),
-                        s.key_groups.to_string(),
-                        kind_label(s),
-                        output::human_bytes(s.keyed_bytes),
-                        output::human_bytes(s.operator_bytes),
-                        output::human_bytes(s.shared_bytes),
-                    ]
-                })
-            })
-            .collect();
-        if !rows.is_empty() {
-            println!();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "CHECKPOINT",
-                        "SUBTASK",
-                        "KEY GROUPS",
-                        "KEYED STATE",
-                        "KEYED",
-                        "OPERATOR",
-                        "SHARED"
-                    ],
-                    &rows
-                )
-            );
-        }
-    }
-    let registry = &report.registry;
-    println!();
-    if registry.files.is_empty() {
-        println!("shared files: none (no retained checkpoint references a shared file)");
-    } else {
-        let total: u64 = registry.files.iter().map(|f| f.size).sum();
-        println!(
-            "shared files: {} ({}), the retained checkpoints using each:",
-            registry.files.len(),
-            output::human_bytes(total)
-        );
-        let rows: Vec<Vec<String>> = registry
-            .files
-            .iter()
-            .map(|f| {
-                vec![
-                    f.path.clone(),
-                    output::human_bytes(f.size),
-                    f.created_by.to_string(),
-                    ids(f.used_by.iter().copied()),
-                    if f.present { "" } else { "MISSING" }.to_string(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(&["PATH", "SIZE", "CREATED BY", "USED BY", ""], &rows)
-        );
-    }
-    match registry.stored_copy {
-        "present" if registry.discrepancies.is_empty() => {
-            println!("registry copy {REGISTRY_FILE}: agrees with the manifests")
-        }
-        "present" => println!("registry copy {REGISTRY_FILE}: differs from the manifests:"),
-        "missing" => println!(
-            "registry copy {REGISTRY_FILE}: none (written at the next completed checkpoint)"
-        ),
-        _ => println!(
-            "registry copy {REGISTRY_FILE}: {}",
-            registry
-                .stored_copy_problem
-                .as_deref()
-                .unwrap_or("unreadable")
-        ),
-    }
-    for d in &registry.discrepancies {
-        println!("  {d}");
-    }
-    if !registry.deferred_deletes.is_empty() {
-        println!(
-            "{} shared files wait to be deleted: {}",
-            registry.deferred_deletes.len(),
-            registry.deferred_deletes.join(", ")
-        );
-    }
-    if !report.unreferenced_shared_files.is_empty() {
-        let bytes: u64 = report
-            .unreferenced_shared_files
-            .iter()
-            .map(|f| f.size)
-            .sum();
-        println!(
-            "{} shared files ({}) are referenced by no retained checkpoint (left by aborted or pending checkpoints; the coordinator deletes them):",
-            report.unreferenced_shared_files.len(),
-            output::human_bytes(bytes)
-        );
-        for f in &report.unreferenced_shared_files {
-            println!("  {} ({})", f.path, output::human_bytes(f.size));
-        }
-    }
-}
-
-fn opt(value: Option<u32>) -> String {
-    value.map_or("-".into(), |v| v.to_string())
-}
-
-/// Columns padded to their widest cell, two spaces apart; the last column unpadded.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(cell.chars().count());
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_utc_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(
-            &["A", "BB"],
-            &[
-                vec!["xxx".into(), "1".into()],
-                vec!["y".into(), "22".into()],
-            ],
-        );
-        assert_eq!(t, "A    BB\nxxx  1\ny    22\n");
-    }
 }

@@ -1,42 +1,46 @@
 //! `flowstate plan`: which files and byte ranges each new subtask reads to restore a checkpoint
 //! at another parallelism, and how much that is against the checkpoint's size.
 //!
-//! The reads are those the restore issues, store call by store call, derived from the same
-//! arithmetic (the files' indexes, read here without reading any block):
+//! The reads are those the restore issues, store call by store call, as the API plans them
+//! from the files' indexes (read here without reading any block), from the ranges its restore
+//! driver reads:
 //!
 //! - Keyed state through the restore driver (`flowstate_api::snapshot::restore_into`, what the
-//!   heap and LMDB backends use): first the header and trailer, then the metadata and index,
-//!   of the first handle's first file (the max-parallelism check, before anything else); then
-//!   for every canonical or changelog handle overlapping the subtask's key groups, those two
-//!   reads of each of its files (a changelog's base and deltas are all checked before any row
-//!   is applied), then per file the one contiguous span of blocks of the key groups the
-//!   subtask owns (no read when the file has no block there).
+//!   heap and LMDB backends use), planned by `flowstate_api::snapshot::restore_reads`: the
+//!   header and trailer, then the metadata and index, of the first handle's first file (the
+//!   max-parallelism check, before anything else); then for every canonical or changelog
+//!   handle overlapping the subtask's key groups, those reads of each of its files (a
+//!   changelog's base and deltas are all checked before any row is applied), then per file
+//!   the one contiguous span of blocks of the key groups the subtask owns (no read when the
+//!   file has no block there).
 //! - The RocksDB backend's restore: the same max-parallelism check, every file (whole) of each
 //!   native handle overlapping the subtask's key groups, then the driver's reads above for the
 //!   canonical and changelog handles (its max-parallelism check included, a second time).
 //! - Operator state: every new subtask reads every old subtask's operator-state file whole
 //!   (list state is redistributed, broadcast state copied, from all of them).
 //!
-//! On stores other than local disk and memory (S3, GCS, Azure) one store call asking for
-//! several ranges is served by fetching ranges less than 1 MiB apart together (`object_store`'s
-//! default coalescing): the header-and-trailer read of a file under 1 MiB then fetches the whole
-//! file. The plan shows both what is asked (`bytes`) and what such a store transfers
-//! (`transferred_bytes`).
+//! Each store call asks for one range. Stores other than local disk and memory (S3, GCS,
+//! Azure) would fetch the ranges of one call less than 1 MiB apart together
+//! (`object_store`'s default coalescing); the plan shows both what is asked (`bytes`) and what
+//! such a store transfers (`transferred_bytes`), equal while every call asks for one range.
+
+mod report;
 
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use flowstate_api::key_groups::key_group_range_for_operator;
-use flowstate_api::snapshot::{self, SnapshotFileInfo, SnapshotFileKind, HEADER_LEN, TRAILER_LEN};
+use flowstate_api::snapshot::{self, RestoreRead, SnapshotFileInfo};
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, FileRef, KeyGroupRange, KeyedStateHandle,
-    MaxParallelism, Parallelism,
+    CheckpointManifest, CheckpointStorage, FileRef, KeyGroupRange, KeyedStateHandle, Parallelism,
 };
-use serde::Serialize;
 
-use crate::ls::{table, KeyGroupSpan};
-use crate::output;
+use crate::output::{self, KeyGroupSpan};
+use crate::resolve;
+
+use report::print_human;
+pub use report::{ByteRange, PlanReport, PlannedRead, SubtaskPlan};
 
 /// `object_store`'s `OBJECT_STORE_COALESCE_DEFAULT`: ranges of one `get_ranges` call less than
 /// this far apart are fetched in one request by stores using the default implementation.
@@ -84,102 +88,13 @@ impl PlanBackend {
     }
 }
 
-/// The JSON output of `flowstate plan --json`. Field names are stable.
-#[derive(Serialize, Debug)]
-pub struct PlanReport {
-    /// The storage, as a URL.
-    pub storage: String,
-    /// The checkpoint restored.
-    pub checkpoint_id: u64,
-    /// The parallelism it was taken at.
-    pub checkpoint_parallelism: u32,
-    /// Its max parallelism (number of key groups).
-    pub max_parallelism: u32,
-    /// The new parallelism planned.
-    pub parallelism: u32,
-    /// The backend whose restore is planned: `heap`, `lmdb` or `rocksdb`.
-    pub backend: &'static str,
-    /// Bytes of every distinct file the checkpoint references (keyed and operator state).
-    pub checkpoint_bytes: u64,
-    /// Bytes all new subtasks ask for together (`bytes_read` summed over `subtasks`).
-    pub bytes_read: u64,
-    /// Bytes the store transfers for them (more than `bytes_read` where it coalesces ranges).
-    pub bytes_transferred: u64,
-    /// The store fetches ranges of one call less than this many bytes apart together (S3, GCS,
-    /// Azure); `null` for local disk and memory, which read exactly the ranges asked.
-    pub coalesce_gap: Option<u64>,
-    /// One entry per new subtask, by index.
-    pub subtasks: Vec<SubtaskPlan>,
-}
-
-/// What one new subtask reads.
-#[derive(Serialize, Debug)]
-pub struct SubtaskPlan {
-    pub subtask_index: u32,
-    /// The key groups it will own.
-    pub key_groups: KeyGroupSpan,
-    /// Number of distinct files it reads.
-    pub files: usize,
-    /// Bytes it asks for (the sum of its reads' `bytes`).
-    pub bytes_read: u64,
-    /// Bytes the store transfers for them.
-    pub bytes_transferred: u64,
-    /// Its store calls, in the order the restore issues them (keyed and operator state are
-    /// read concurrently).
-    pub reads: Vec<PlannedRead>,
-}
-
-/// One store call of a restore.
-#[derive(Serialize, Debug, Clone)]
-pub struct PlannedRead {
-    /// The file, relative to the storage root.
-    pub path: String,
-    /// Its size, as the manifest records it.
-    pub file_size: u64,
-    /// Whether it is a shared file.
-    pub shared: bool,
-    /// Why it is read: `max-parallelism check`, `keyed state`, `native state` or
-    /// `operator state`.
-    pub purpose: &'static str,
-    /// Which part: `header+trailer`, `metadata+index`, `blocks` or `whole file`.
-    pub part: &'static str,
-    /// The byte ranges asked for in this call, each `[start, end)`, inside the file.
-    pub ranges: Vec<ByteRange>,
-    /// For `blocks`: the key groups of the first and last block read.
-    pub key_groups: Option<KeyGroupSpan>,
-    /// Bytes asked for (the ranges' lengths summed).
-    pub bytes: u64,
-    /// Bytes the store transfers for the call (see `PlanReport::coalesce_gap`).
-    pub transferred_bytes: u64,
-}
-
-/// A byte range `[start, end)` of a file.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl ByteRange {
-    fn len(self) -> u64 {
-        self.end - self.start
-    }
-}
-
 /// The checkpoint's snapshot files' indexes, and the store's coalescing.
 struct Planner {
     infos: HashMap<String, SnapshotFileInfo>,
-    max: MaxParallelism,
     coalesce_gap: Option<u64>,
 }
 
 impl Planner {
-    fn info(&self, file: &FileRef) -> Result<&SnapshotFileInfo> {
-        self.infos
-            .get(&file.path)
-            .with_context(|| format!("{} was not read while planning (a bug in plan)", file.path))
-    }
-
     fn call(
         &self,
         file: &FileRef,
@@ -206,128 +121,56 @@ impl Planner {
         }
     }
 
-    /// `read_info`: header and trailer in one call, then metadata and index.
-    fn info_reads(&self, file: &FileRef, purpose: &'static str) -> Result<Vec<PlannedRead>> {
-        let info = self.info(file)?;
-        let tail = file.size - TRAILER_LEN;
-        // Blocks tile [HEADER_LEN, metadata offset): the metadata starts where they end.
-        let meta_offset = info
-            .index
-            .last()
-            .map_or(HEADER_LEN, |last| last.offset + last.length);
-        Ok(vec![
-            self.call(
-                file,
-                purpose,
-                "header+trailer",
-                vec![
-                    ByteRange {
-                        start: 0,
-                        end: HEADER_LEN,
-                    },
-                    ByteRange {
-                        start: tail,
-                        end: file.size,
-                    },
-                ],
-                None,
-            ),
-            self.call(
-                file,
-                purpose,
-                "metadata+index",
-                vec![ByteRange {
-                    start: meta_offset,
-                    end: tail,
-                }],
-                None,
-            ),
-        ])
-    }
-
-    /// `read_blocks` of the key groups of `target` in the file: one span, or nothing.
-    fn block_read(&self, file: &FileRef, target: &KeyGroupRange) -> Result<Option<PlannedRead>> {
-        let info = self.info(file)?;
-        let Some(range) = info.metadata.key_group_range.intersection(target) else {
-            return Ok(None);
+    /// A store call of the restore driver, as the API plans it.
+    fn driver_call(&self, planned: RestoreRead<'_>) -> PlannedRead {
+        let read = planned.read;
+        let range = ByteRange {
+            start: read.range.start,
+            end: read.range.end,
         };
-        let blocks = info.blocks_in(&range);
-        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
-            return Ok(None);
-        };
-        Ok(Some(self.call(
-            file,
-            "keyed state",
-            "blocks",
-            vec![ByteRange {
-                start: first.offset,
-                end: last.offset + last.length,
-            }],
-            Some(KeyGroupSpan {
-                start: first.key_group.get(),
-                end: last.key_group.get(),
-            }),
-        )))
+        let key_groups = read.key_groups.map(|(first, last)| KeyGroupSpan {
+            start: first.get(),
+            end: last.get(),
+        });
+        self.call(
+            planned.file,
+            planned.purpose.name(),
+            read.part.name(),
+            vec![range],
+            key_groups,
+        )
     }
 
-    /// `check_max_parallelism`: the first handle's first file's info (nothing for a native
-    /// handle, whose max parallelism is in the manifest).
-    fn max_check(&self, handles: &[KeyedStateHandle]) -> Result<Vec<PlannedRead>> {
-        match handles.first() {
-            Some(KeyedStateHandle::Canonical { file, .. })
-            | Some(KeyedStateHandle::Changelog { base: file, .. }) => {
-                self.info_reads(file, "max-parallelism check")
-            }
-            _ => Ok(Vec::new()),
-        }
+    /// Each file's info, for the API's planning.
+    fn info_of<'s>(&'s self) -> impl Fn(&FileRef) -> Option<&'s SnapshotFileInfo> + 's {
+        |file| self.infos.get(&file.path)
     }
 
-    /// `restore_handles` of the restore driver (natives skipped when `skip_native`).
+    /// `restore_into` of the restore driver (`restore_canonical_into`, natives skipped, when
+    /// `skip_native`).
     fn driver_reads(
         &self,
         handles: &[KeyedStateHandle],
         target: &KeyGroupRange,
         skip_native: bool,
     ) -> Result<Vec<PlannedRead>> {
-        let mut reads = self.max_check(handles)?;
-        for handle in handles {
-            if handle.key_group_range().intersection(target).is_none() {
-                continue;
-            }
-            match handle {
-                KeyedStateHandle::Canonical { file, .. } => {
-                    reads.extend(self.info_reads(file, "keyed state")?);
-                    reads.extend(self.block_read(file, target)?);
-                }
-                KeyedStateHandle::Changelog { base, deltas, .. } => {
-                    let files: Vec<&FileRef> = std::iter::once(base).chain(deltas).collect();
-                    for file in &files {
-                        reads.extend(self.info_reads(file, "keyed state")?);
-                    }
-                    for file in &files {
-                        reads.extend(self.block_read(file, target)?);
-                    }
-                }
-                KeyedStateHandle::Native { backend, .. } => {
-                    if !skip_native {
-                        bail!(
-                            "the checkpoint holds native {backend} state, which only the {backend} backend restores: plan with --backend {backend} (or convert the checkpoint to canonical first)"
-                        );
-                    }
-                }
-            }
-        }
-        Ok(reads)
+        let reads = snapshot::restore_reads(handles, target, skip_native, self.info_of())?;
+        Ok(reads.into_iter().map(|r| self.driver_call(r)).collect())
     }
 
-    /// The RocksDB backend's restore: natives overlapping the target whole (the base, the
-    /// handle overlapping most, first), then the driver for the others.
+    /// The RocksDB backend's restore: its max-parallelism check, natives overlapping the
+    /// target whole (the base, the handle overlapping most, first), then the driver for the
+    /// others.
     fn rocksdb_reads(
         &self,
         handles: &[KeyedStateHandle],
         target: &KeyGroupRange,
     ) -> Result<Vec<PlannedRead>> {
-        let mut reads = self.max_check(handles)?;
+        let mut reads: Vec<PlannedRead> =
+            snapshot::max_parallelism_check_reads(handles, self.info_of())?
+                .into_iter()
+                .map(|r| self.driver_call(r))
+                .collect();
         let natives: Vec<&KeyedStateHandle> = handles
             .iter()
             .filter(|h| matches!(h, KeyedStateHandle::Native { .. }))
@@ -386,94 +229,12 @@ fn merged(ranges: &[ByteRange], gap: u64) -> Vec<ByteRange> {
     out
 }
 
-/// Checks a file's index against its handle, as the restore does before reading rows.
-fn check_file(
-    info: &SnapshotFileInfo,
-    file: &FileRef,
-    handle_range: KeyGroupRange,
-    kind: SnapshotFileKind,
-    max: MaxParallelism,
-) -> Result<()> {
-    if info.metadata.max_parallelism != max {
-        bail!(
-            "{} was written at max parallelism {} but the checkpoint says {}: its restore would fail (run `flowstate verify`)",
-            file.path,
-            info.metadata.max_parallelism,
-            max
-        );
-    }
-    if info.metadata.key_group_range != handle_range {
-        bail!(
-            "{} holds key groups {} but its handle claims {handle_range}: its restore would fail (run `flowstate verify`)",
-            file.path,
-            info.metadata.key_group_range
-        );
-    }
-    if info.metadata.kind != kind {
-        bail!(
-            "{} is a {:?} file where its handle needs a {kind:?} file: its restore would fail (run `flowstate verify`)",
-            file.path,
-            info.metadata.kind
-        );
-    }
-    Ok(())
-}
-
-/// The checkpoint asked for, or the latest; a clear error naming what exists otherwise.
-pub async fn select_checkpoint(
-    storage: &CheckpointStorage,
-    wanted: Option<u64>,
-) -> Result<CheckpointManifest> {
-    let ids = storage
-        .list_checkpoints()
-        .await
-        .with_context(|| format!("listing the checkpoints of {storage}"))?;
-    let available = || {
-        if ids.is_empty() {
-            "it holds no completed checkpoint".to_string()
-        } else {
-            let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-            format!("it holds checkpoints {}", list.join(", "))
-        }
-    };
-    let id = match wanted {
-        Some(id) if ids.contains(&CheckpointId(id)) => CheckpointId(id),
-        Some(id) => bail!(
-            "checkpoint {id} not found in {storage}: {} (see `flowstate ls {storage}`)",
-            available()
-        ),
-        None => match ids.last() {
-            Some(id) => *id,
-            None => bail!(
-                "no checkpoint to plan in {storage}: {} (is this the job's checkpoint storage?)",
-                available()
-            ),
-        },
-    };
-    storage.read_manifest(id).await.with_context(|| {
-        format!(
-            "reading the manifest of checkpoint {id} in {storage}{}",
-            if wanted.is_none() {
-                " (the latest; pick another with --checkpoint)"
-            } else {
-                ""
-            }
-        )
-    })
-}
-
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let storage = crate::ls::open_storage(&args.storage)?;
-    let manifest = select_checkpoint(&storage, args.checkpoint).await?;
-    let max = manifest.max_parallelism;
-    if args.parallelism > max.get() {
-        bail!(
-            "--parallelism {} is above the max parallelism {max} of checkpoint {}: its state has {max} key groups, so at most {max} subtasks; give a parallelism in 1..={max}",
-            args.parallelism,
-            manifest.checkpoint_id
-        );
-    }
-    let parallelism = Parallelism::new(args.parallelism)?;
+    let storage = resolve::open_read_only(&args.storage)?;
+    let manifest = resolve::read_checkpoint(&storage, args.checkpoint)
+        .await?
+        .manifest;
+    let parallelism = resolve::parallelism_for(args.parallelism, &manifest)?;
     let native = crate::restore::native_backend(&manifest).map(str::to_string);
     let backend = match (args.backend, native.as_deref()) {
         (Some(PlanBackend::Rocksdb) | None, Some("rocksdb")) => PlanBackend::Rocksdb,
@@ -506,37 +267,28 @@ async fn plan(
 ) -> Result<PlanReport> {
     let max = manifest.max_parallelism;
     let handles = manifest.keyed_handles();
-    // Every canonical and changelog file's header, trailer, metadata and index (checked as
-    // the restore checks them): what the plan's arithmetic needs. No block is read.
-    let mut to_read: Vec<(&FileRef, KeyGroupRange, SnapshotFileKind)> = Vec::new();
-    for handle in &handles {
-        match handle {
-            KeyedStateHandle::Canonical {
-                key_group_range,
-                file,
-            } => to_read.push((file, *key_group_range, SnapshotFileKind::Full)),
-            KeyedStateHandle::Changelog {
-                key_group_range,
-                base,
-                deltas,
-            } => {
-                to_read.push((base, *key_group_range, SnapshotFileKind::Full));
-                for delta in deltas {
-                    to_read.push((delta, *key_group_range, SnapshotFileKind::Delta));
-                }
-            }
-            KeyedStateHandle::Native { .. } => {}
-        }
-    }
-    let bar = output::progress(to_read.len() as u64, "reading file indexes", json);
+    // Every canonical and changelog file's header, trailer, metadata and index, checked as
+    // the restore checks them: what the plan's arithmetic needs. No block is read.
+    let files: u64 = handles
+        .iter()
+        .filter(|h| !matches!(h, KeyedStateHandle::Native { .. }))
+        .map(|h| h.files().len() as u64)
+        .sum();
+    let bar = output::progress(files, "reading file indexes", json);
     let mut infos = HashMap::new();
-    for (file, range, kind) in to_read {
-        let info = snapshot::read_info(storage, file)
+    for handle in &handles {
+        let read = snapshot::read_handle_infos(storage, max, handle)
             .await
-            .with_context(|| format!("reading the index of {} in {storage}", file.path))?;
-        check_file(&info, file, range, kind, max)?;
-        infos.insert(file.path.clone(), info);
-        bar.inc(1);
+            .with_context(|| {
+                format!(
+                    "reading the indexes of {} in {storage}: its restore would fail (run `flowstate verify`)",
+                    handle.describe()
+                )
+            })?;
+        for (file, info) in handle.files().into_iter().zip(read) {
+            infos.insert(file.path.clone(), info);
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
     let coalesce_gap = if storage.local_dir().is_some() || storage.location().starts_with("memory:")
@@ -547,7 +299,6 @@ async fn plan(
     };
     let planner = Planner {
         infos,
-        max,
         coalesce_gap,
     };
 
@@ -555,7 +306,7 @@ async fn plan(
     for index in 0..parallelism.get() {
         let target = key_group_range_for_operator(max, parallelism, index)?;
         // The handle checks the restore runs before reading anything.
-        snapshot::check_handles(planner.max, target, &handles).with_context(|| {
+        snapshot::check_handles(max, target, &handles).with_context(|| {
             format!(
                 "checkpoint {} cannot be restored at parallelism {parallelism}",
                 manifest.checkpoint_id
@@ -607,90 +358,6 @@ async fn plan(
         coalesce_gap,
         subtasks,
     })
-}
-
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "-".into()
-    } else {
-        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
-    }
-}
-
-fn print_human(report: &PlanReport) {
-    println!(
-        "restoring checkpoint {} of {} (parallelism {}, max parallelism {}, {}) at parallelism {} with the {} backend:",
-        report.checkpoint_id,
-        report.storage,
-        report.checkpoint_parallelism,
-        report.max_parallelism,
-        output::human_bytes(report.checkpoint_bytes),
-        report.parallelism,
-        report.backend
-    );
-    for s in &report.subtasks {
-        println!();
-        println!(
-            "subtask {}, key groups {}: reads {} ({} of the checkpoint) from {} files{}",
-            s.subtask_index,
-            s.key_groups,
-            output::human_bytes(s.bytes_read),
-            percent(s.bytes_read, report.checkpoint_bytes),
-            s.files,
-            if s.bytes_transferred != s.bytes_read {
-                format!(
-                    "; the store transfers {}",
-                    output::human_bytes(s.bytes_transferred)
-                )
-            } else {
-                String::new()
-            }
-        );
-        let rows: Vec<Vec<String>> = s
-            .reads
-            .iter()
-            .map(|r| {
-                let ranges: Vec<String> = r
-                    .ranges
-                    .iter()
-                    .map(|b| format!("{}..{}", b.start, b.end))
-                    .collect();
-                vec![
-                    r.path.clone(),
-                    match r.key_groups {
-                        Some(kg) => format!("{} {kg}", r.part),
-                        None => r.part.to_string(),
-                    },
-                    ranges.join(", "),
-                    output::human_bytes(r.bytes),
-                    r.purpose.to_string(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &["FILE", "PART", "BYTES [START..END)", "SIZE", "PURPOSE"],
-                &rows
-            )
-        );
-    }
-    println!();
-    println!(
-        "in total: {} read by {} subtasks, {} of the checkpoint's {}",
-        output::human_bytes(report.bytes_read),
-        report.subtasks.len(),
-        percent(report.bytes_read, report.checkpoint_bytes),
-        output::human_bytes(report.checkpoint_bytes)
-    );
-    if let Some(gap) = report.coalesce_gap {
-        println!(
-            "this store fetches the ranges of one call less than {} apart together: {} transferred ({} of the checkpoint)",
-            output::human_bytes(gap),
-            output::human_bytes(report.bytes_transferred),
-            percent(report.bytes_transferred, report.checkpoint_bytes)
-        );
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use flowstate_api::{
     SnapshotKind,
 };
 use flowstate_heap::{HeapBackend, HeapBackendFactory};
-use flowstate_runtime::{restore_subtask_typed, CapturedSubtask, Subtask};
+use flowstate_runtime::{
+    restore_subtask_typed, CapturedSubtask, CheckpointNotice, LocalSubtask, Subtask,
+};
 
 /// The backend a checkpoint's native handles need, if it has any: `Some("rocksdb")`.
 pub fn native_backend(manifest: &CheckpointManifest) -> Option<&str> {
@@ -38,18 +40,38 @@ impl Restored {
         }
     }
 
-    /// The synchronous half of a checkpoint of this subtask (see [`Subtask::capture`]).
-    pub fn capture(&self, id: CheckpointId, kind: SnapshotKind) -> Result<CapturedSubtask> {
-        Ok(match self {
-            Restored::Heap(s) => s.capture(id, kind)?,
+    /// The subtask, whatever its backend, to the runtime's checkpoints.
+    fn local(&self) -> &dyn LocalSubtask {
+        match self {
+            Restored::Heap(s) => s,
             #[cfg(feature = "rocksdb")]
-            Restored::RocksDb(s) => s.capture(id, kind)?,
-        })
+            Restored::RocksDb(s) => s,
+        }
+    }
+}
+
+/// A restored subtask is checkpointed like any other (`convert` writes it to its target).
+impl LocalSubtask for Restored {
+    fn index(&self) -> u32 {
+        self.local().index()
+    }
+
+    fn capture(
+        &self,
+        id: CheckpointId,
+        kind: SnapshotKind,
+    ) -> flowstate_api::Result<CapturedSubtask> {
+        self.local().capture(id, kind)
+    }
+
+    fn notify(&self, notice: CheckpointNotice) -> flowstate_api::Result<()> {
+        self.local().notify(notice)
     }
 }
 
 /// Restores subtasks of checkpoints; RocksDB instances (when needed) live in a temporary
 /// directory removed with the reader.
+#[derive(Default)]
 pub struct Reader {
     heap: HeapBackendFactory,
     #[cfg(feature = "rocksdb")]
@@ -58,11 +80,7 @@ pub struct Reader {
 
 impl Reader {
     pub fn new() -> Self {
-        Self {
-            heap: HeapBackendFactory::new(),
-            #[cfg(feature = "rocksdb")]
-            rocksdb: None,
-        }
+        Self::default()
     }
 
     /// New subtask `index` of `parallelism` restored from `manifest` (any parallelism: the

@@ -24,12 +24,13 @@
 mod files;
 mod manifest;
 
-use anyhow::{bail, Context, Result};
-use flowstate_api::{CheckpointId, CheckpointManifest, CheckpointStorage, KeyedStateHandle};
+use anyhow::{bail, Result};
+use flowstate_api::{CheckpointManifest, CheckpointStorage, KeyedStateHandle};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::output;
+use crate::resolve;
 use crate::restore::Reader;
 
 #[derive(clap::Args, Debug)]
@@ -110,7 +111,8 @@ pub enum ProblemKind {
     /// The manifest is not JSON, does not decode, has an unknown format version, or is
     /// refused for a reason not listed otherwise.
     Manifest,
-    /// The manifest's checksum does not match its contents (or is missing or misplaced).
+    /// The manifest's checksum does not match its contents (a checksum missing, or where
+    /// format version 1 has none, is a `manifest` problem).
     ManifestChecksum,
     /// The manifest's structure: subtasks, key-group ranges (overlapping, uncovered, not the
     /// subtask's), max parallelism, file placement.
@@ -154,23 +156,14 @@ fn error_text(e: impl Into<anyhow::Error>) -> String {
 }
 
 pub async fn run(args: VerifyArgs) -> Result<()> {
-    let storage = CheckpointStorage::open_existing(&args.location)?;
+    let storage = resolve::open_read_only(&args.location)?;
     let location = storage.location().to_string();
-    let ids = storage
-        .list_checkpoints()
-        .await
-        .with_context(|| format!("listing the checkpoints of {location}"))?;
-    let Some(&latest) = ids.last() else {
-        bail!("no completed checkpoints in {location} (no chk-<id>/_manifest.json under it): check the location, which is a job's checkpoint storage root");
-    };
-    let chosen = match (args.checkpoint, args.all) {
-        (Some(id), _) if ids.contains(&CheckpointId(id)) => vec![CheckpointId(id)],
-        (Some(id), _) => bail!(
-            "checkpoint {id} has no manifest in {location}: it was never completed or retention removed it; the checkpoints there are {}",
-            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-        (None, true) => ids,
-        (None, false) => vec![latest],
+    let ids = resolve::checkpoint_ids(&storage).await?;
+    let latest_or_wanted = resolve::choose_checkpoint(&storage, &ids, args.checkpoint)?;
+    let chosen = if args.all {
+        ids
+    } else {
+        vec![latest_or_wanted]
     };
 
     let mut manifests = Vec::with_capacity(chosen.len());
@@ -202,20 +195,12 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     if !report.ok {
         bail!(
             "verify found {} in {} of {}",
-            plural(problem_count, "problem"),
-            plural(damaged, "checkpoint"),
+            output::plural(problem_count, "problem"),
+            output::plural(damaged, "checkpoint"),
             report.location
         );
     }
     Ok(())
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }
 
 /// Progress steps of a checkpoint: its files, then its subtasks' restores.
@@ -370,7 +355,7 @@ fn print_report(report: &VerifyReport) {
         println!(
             "checkpoint {}: {} ({sizes}; {restored})",
             c.checkpoint_id,
-            plural(c.problems.len(), "problem")
+            output::plural(c.problems.len(), "problem")
         );
         for p in &c.problems {
             let mut place = Vec::new();
@@ -400,7 +385,7 @@ fn print_report(report: &VerifyReport) {
             };
             println!(
                 "  (dry-run restore not tried for {}: {why})",
-                plural(c.subtasks_skipped as usize, "subtask")
+                output::plural(c.subtasks_skipped as usize, "subtask")
             );
         }
     }

@@ -1,78 +1,35 @@
 //! The demo is the README's first command: it must pass its own exactness check, locally and
-//! against S3 (moto, started by scripts/test.sh), and `inspect` must read what it wrote.
+//! against S3 (moto, started by scripts/test.sh), on every backend, refuse bad arguments
+//! before any work, and end quietly on a closed pipe.
 
-use std::process::Command;
+mod common;
 
-fn flowstate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flowstate"))
-}
+use common::{backends, flowstate, ok, path_str, run, s3_location};
 
+/// What `inspect` reads of the demo's checkpoints: tests/inspect.rs.
 #[test]
-fn demo_checks_every_count_and_inspect_reads_its_checkpoints() {
+fn demo_checks_every_count_over_its_rescales() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flowstate()
-        .args(["demo", "--keys", "300", "--batch", "60", "--storage"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let location = path_str(dir.path());
+    let stdout = ok(&[
+        "demo",
+        "--keys",
+        "300",
+        "--batch",
+        "60",
+        "--storage",
+        &location,
+    ]);
     assert!(stdout.contains("OK: every count equals the single-threaded reference"));
     assert!(stdout.contains("parallelism 3") && stdout.contains("parallelism 1"));
-
-    let out = flowstate().arg("inspect").arg(dir.path()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "inspect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // inspect shows the latest checkpoint; retention kept the last two of the run (3 and 4)
-    assert!(stdout.starts_with("checkpoint 4 of "), "{stdout}");
-    assert!(
-        stdout.contains("(the storage holds checkpoints 3, 4)"),
-        "retention must have kept exactly checkpoints 3 and 4:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("count  value  void-namespace  postcard/u64"),
-        "{stdout}"
-    );
 }
 
 #[test]
 fn demo_runs_against_s3() {
-    let Ok(endpoint) = std::env::var("FLOWSTATE_S3_ENDPOINT") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the S3 demo: use scripts/test.sh"
-        );
-        eprintln!("FLOWSTATE_S3_ENDPOINT is not set: skipping");
+    let Some(url) = s3_location("demo") else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://flowstate-test/demo-{nanos}");
-    let out = flowstate()
-        .args(["demo", "--keys", "200", "--batch", "40", "--storage", &url])
-        .env("AWS_ENDPOINT", endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo on S3 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = ok(&["demo", "--keys", "200", "--batch", "40", "--storage", &url]);
     assert!(stdout.contains("OK: every count equals"));
 }
 
@@ -87,9 +44,10 @@ fn demo_rejects_bad_arguments_before_any_work() {
         (vec!["--batch", "0"], "--batch"),
         (vec!["--backend", "cassandra"], "cassandra"),
     ] {
-        let out = flowstate().arg("demo").args(&args).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut full = vec!["demo"];
+        full.extend(args.iter().copied());
+        let out = run(&full);
+        let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
         assert!(
             matches!(out.status.code(), Some(1 | 2)),
             "{args:?} must fail with a usage error, not {:?}:\n{stderr}",
@@ -108,13 +66,15 @@ fn demo_rejects_bad_arguments_before_any_work() {
 #[test]
 fn demo_prints_its_storage_as_a_url() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flowstate()
-        .args(["demo", "--keys", "50", "--batch", "10", "--storage"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = ok(&[
+        "demo",
+        "--keys",
+        "50",
+        "--batch",
+        "10",
+        "--storage",
+        &path_str(dir.path()),
+    ]);
     let canonical = std::fs::canonicalize(dir.path()).unwrap();
     assert!(
         stdout.contains(&format!("checkpoints in file://{}", canonical.display())),
@@ -123,32 +83,19 @@ fn demo_prints_its_storage_as_a_url() {
     assert!(!stdout.contains("LocalFileSystem"), "{stdout}");
 }
 
-/// Each backend the build has runs the demo exactly.
+/// Each backend the build has runs the demo exactly (the heap: the tests above).
 #[test]
 fn demo_runs_on_every_backend() {
-    let mut backends = vec!["lmdb"];
-    if cfg!(feature = "rocksdb") {
-        backends.push("rocksdb");
-    }
-    for backend in backends {
-        let out = flowstate()
-            .args([
-                "demo",
-                "--keys",
-                "200",
-                "--batch",
-                "40",
-                "--backend",
-                backend,
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{backend}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for backend in backends().into_iter().filter(|b| *b != "heap") {
+        let stdout = ok(&[
+            "demo",
+            "--keys",
+            "200",
+            "--batch",
+            "40",
+            "--backend",
+            backend,
+        ]);
         assert!(stdout.contains(&format!("{backend} backend")), "{stdout}");
         assert!(stdout.contains("OK: every count equals"), "{stdout}");
     }

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{backends, demo_checkpoints, fails, local_demo, ok, path_str, run, s3_location};
+use common::{backends, fails, local_demo, ok, path_str, run, tree};
 use flowstate_api::{CheckpointManifest, KeyGroupRange, KeyedStateHandle};
 use serde_json::Value;
 
@@ -109,25 +108,8 @@ fn keyed_data_file(manifest: &CheckpointManifest) -> String {
             .file
             .path
             .clone(),
+        other => panic!("a handle kind this test does not know: {other:?}"),
     }
-}
-
-/// Paths, sizes and modification times of every file under `dir`.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).expect("read dir") {
-            let entry = entry.expect("dir entry");
-            let meta = entry.metadata().expect("metadata");
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.insert(entry.path(), (meta.len(), meta.modified().expect("mtime")));
-            }
-        }
-    }
-    out
 }
 
 fn flip_byte(path: &Path, offset: usize) {
@@ -345,6 +327,7 @@ fn overlapping_key_group_ranges_are_found() {
                 | KeyedStateHandle::Native {
                     key_group_range, ..
                 } => *key_group_range = wide,
+                other => panic!("a handle kind this test does not know: {other:?}"),
             }
         });
 
@@ -550,10 +533,9 @@ fn s3_raw(method: &str, key: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
 #[test]
 fn checkpoints_on_s3_verify_and_damage_there_is_found() {
     for backend in backends() {
-        let Some(location) = s3_location(&format!("verify-{backend}")) else {
+        let Some(location) = common::s3_demo("verify", backend) else {
             return;
         };
-        demo_checkpoints(backend, &location);
         let all = ok(&["verify", &location, "--all"]);
         assert_eq!(all.matches(": OK (").count(), 2, "{backend}: {all}");
 

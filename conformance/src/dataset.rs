@@ -348,36 +348,29 @@ pub fn assert_states_match(
             let keys = keys.unwrap_or_else(|e| panic!("{}: keys_in failed: {e}", at(kind)));
             enumerated_ids(keys, max, range, &at(kind))
         };
-        assert_eq!(
-            enumerated(states.value.keys_in(&ns), "value"),
+        let enumerations = [
+            states.value.keys_in(&ns),
+            states.list.keys_in(&ns),
+            states.map.keys_in(&ns),
+            states.reducing.keys_in(&ns),
+            states.aggregating.keys_in(&ns),
+        ];
+        let expected = [
             keys_with(&model.value, ns, &owned),
-            "{}: enumerated keys differ from the model",
-            at("value")
-        );
-        assert_eq!(
-            enumerated(states.list.keys_in(&ns), "list"),
             keys_with(&model.list, ns, &owned),
-            "{}: enumerated keys differ from the model",
-            at("list")
-        );
-        assert_eq!(
-            enumerated(states.map.keys_in(&ns), "map"),
             keys_with(&model.map, ns, &owned),
-            "{}: enumerated keys differ from the model",
-            at("map")
-        );
-        assert_eq!(
-            enumerated(states.reducing.keys_in(&ns), "reducing"),
             keys_with(&model.reducing, ns, &owned),
-            "{}: enumerated keys differ from the model",
-            at("reducing")
-        );
-        assert_eq!(
-            enumerated(states.aggregating.keys_in(&ns), "aggregating"),
             keys_with(&model.aggregating, ns, &owned),
-            "{}: enumerated keys differ from the model",
-            at("aggregating")
-        );
+        ];
+        let kinds = ["value", "list", "map", "reducing", "aggregating"];
+        for ((kind, keys), expected) in kinds.into_iter().zip(enumerations).zip(expected) {
+            assert_eq!(
+                enumerated(keys, kind),
+                expected,
+                "{}: enumerated keys differ from the model",
+                at(kind)
+            );
+        }
 
         for &k in model.touched.iter().filter(|k| owned(**k)) {
             let ctx = key_at(k, max);

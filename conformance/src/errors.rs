@@ -3,8 +3,6 @@
 //! unknown format version). Every one must come back as the documented error, never as a
 //! panic and never as a silently wrong restore.
 
-use std::panic::AssertUnwindSafe;
-
 use bytes::Bytes;
 use flowstate_api::snapshot::{read_info_from_bytes, TRAILER_LEN};
 use flowstate_api::typed::{
@@ -18,7 +16,10 @@ use flowstate_api::{
 };
 
 use crate::dataset::{map_descriptor, Job, Mean, Model, Ns};
-use crate::fixtures::{full_backend, key, max_parallelism, parallelism, shared, Rng};
+use crate::fixtures::{
+    full_backend, key, max_parallelism, parallelism, shared, split_files, try_restore,
+    with_file_size, Rng,
+};
 use crate::harness::{block_on, checkpoint, create_operator, restore_operator};
 
 /// A parallelism-1 job with the dataset, checkpointed (full) once.
@@ -35,20 +36,15 @@ fn stored_checkpoint<F: StateBackendFactory>(
     (storage, manifest)
 }
 
-/// Restores `handles` into a backend of `range`, turning a panic into a test failure that
-/// says so.
-fn try_restore<F: StateBackendFactory>(
+/// [`try_restore`] into a backend owning every key group at the default max parallelism.
+fn restore_whole<F: StateBackendFactory>(
     factory: &F,
-    max: MaxParallelism,
-    range: KeyGroupRange,
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
     what: &str,
 ) -> flowstate_api::Result<F::Backend> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        block_on(factory.restore(max, range, storage, handles))
-    }))
-    .unwrap_or_else(|_| panic!("{what}: restore panicked instead of returning an error"))
+    let max = max_parallelism();
+    try_restore(factory, max, max.full_range(), storage, handles, what)
 }
 
 fn expect_error<T>(
@@ -245,41 +241,6 @@ pub fn state_codec_mismatch<F: StateBackendFactory>(factory: &F) {
     }
 }
 
-/// The canonical-format files of a handle (Native handles have none) and the native files.
-fn split_files(handle: &KeyedStateHandle) -> (Vec<FileRef>, Vec<FileRef>) {
-    match handle {
-        KeyedStateHandle::Canonical { file, .. } => (vec![file.clone()], Vec::new()),
-        KeyedStateHandle::Changelog { base, deltas, .. } => (
-            std::iter::once(base.clone())
-                .chain(deltas.iter().cloned())
-                .collect(),
-            Vec::new(),
-        ),
-        KeyedStateHandle::Native { files, .. } => {
-            (Vec::new(), files.iter().map(|f| f.file.clone()).collect())
-        }
-    }
-}
-
-/// The handle with `path`'s recorded size replaced.
-fn with_size(handle: &KeyedStateHandle, path: &str, size: u64) -> KeyedStateHandle {
-    let mut handle = handle.clone();
-    let fix = |f: &mut FileRef| {
-        if f.path == path {
-            f.size = size;
-        }
-    };
-    match &mut handle {
-        KeyedStateHandle::Canonical { file, .. } => fix(file),
-        KeyedStateHandle::Changelog { base, deltas, .. } => {
-            fix(base);
-            deltas.iter_mut().for_each(fix);
-        }
-        KeyedStateHandle::Native { files, .. } => files.iter_mut().for_each(|f| fix(&mut f.file)),
-    }
-    handle
-}
-
 /// The stored checkpoint's single handle and the file to damage: its (first) canonical file,
 /// or its largest native file.
 fn target_file(manifest: &CheckpointManifest) -> (KeyedStateHandle, FileRef, bool) {
@@ -323,7 +284,6 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
     let (storage, manifest) = stored_checkpoint(factory);
     let (handle, file, canonical) = target_file(&manifest);
     let original = block_on(storage.get(&file.path)).unwrap();
-    let max = max_parallelism();
     let mut positions: Vec<(String, usize)> = Vec::new();
     if canonical {
         let info = read_info_from_bytes(&original).unwrap();
@@ -363,14 +323,7 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
             "{} with a flipped byte in the {region} (offset {at})",
             file.path
         );
-        let result = try_restore(
-            factory,
-            max,
-            max.full_range(),
-            &storage,
-            std::slice::from_ref(&handle),
-            &what,
-        );
+        let result = restore_whole(factory, &storage, std::slice::from_ref(&handle), &what);
         if canonical {
             expect_error(result, is_damage_error, &what);
         } else {
@@ -379,15 +332,7 @@ pub fn corrupt_bytes_are_detected<F: StateBackendFactory>(factory: &F) {
     }
     block_on(storage.put(&file.path, original, file.shared)).unwrap();
     assert!(
-        try_restore(
-            factory,
-            max,
-            max.full_range(),
-            &storage,
-            &[handle],
-            "the repaired file"
-        )
-        .is_ok(),
+        restore_whole(factory, &storage, &[handle], "the repaired file").is_ok(),
         "the undamaged file restores"
     );
 }
@@ -399,13 +344,12 @@ pub fn truncated_file_is_corrupt<F: StateBackendFactory>(factory: &F) {
     let (storage, manifest) = stored_checkpoint(factory);
     let (handle, file, canonical) = target_file(&manifest);
     let original = block_on(storage.get(&file.path)).unwrap();
-    let max = max_parallelism();
     let len = original.len();
     for cut in [len / 2, len - 1, 10] {
         block_on(storage.put(&file.path, original.slice(..cut), file.shared)).unwrap();
-        let recorded = with_size(&handle, &file.path, cut as u64);
+        let recorded = with_file_size(&handle, &file.path, cut as u64);
         let what = format!("{} truncated to {cut} of {len} bytes", file.path);
-        let result = try_restore(factory, max, max.full_range(), &storage, &[recorded], &what);
+        let result = restore_whole(factory, &storage, &[recorded], &what);
         if canonical {
             expect_error(result, |e| matches!(e, Error::Corrupt { .. }), &what);
         } else {
@@ -413,14 +357,7 @@ pub fn truncated_file_is_corrupt<F: StateBackendFactory>(factory: &F) {
         }
         // The handle still records the full length: the object store cannot serve it.
         let what = format!("{what} (handle records {len})");
-        let result = try_restore(
-            factory,
-            max,
-            max.full_range(),
-            &storage,
-            std::slice::from_ref(&handle),
-            &what,
-        );
+        let result = restore_whole(factory, &storage, std::slice::from_ref(&handle), &what);
         expect_error(
             result,
             |e| is_native_damage_error(e) || matches!(e, Error::Storage { .. }),
@@ -446,9 +383,8 @@ pub fn unknown_format_version<F: StateBackendFactory>(factory: &F) {
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     bytes[len - 12..len - 8].copy_from_slice(&99u32.to_le_bytes());
     block_on(storage.put(&file.path, Bytes::from(bytes), file.shared)).unwrap();
-    let max = max_parallelism();
     let what = format!("{} patched to format version 99", file.path);
-    let result = try_restore(factory, max, max.full_range(), &storage, &[handle], &what);
+    let result = restore_whole(factory, &storage, &[handle], &what);
     match expect_error(
         result,
         |e| matches!(e, Error::UnsupportedFormatVersion { .. }),
@@ -464,9 +400,8 @@ pub fn missing_file_is_an_error<F: StateBackendFactory>(factory: &F) {
     let (storage, manifest) = stored_checkpoint(factory);
     let (handle, file, _) = target_file(&manifest);
     block_on(storage.delete(&file.path)).unwrap();
-    let max = max_parallelism();
     let what = format!("{} deleted", file.path);
-    let result = try_restore(factory, max, max.full_range(), &storage, &[handle], &what);
+    let result = restore_whole(factory, &storage, &[handle], &what);
     assert!(
         result.is_err(),
         "{what}: restore succeeded without its file"

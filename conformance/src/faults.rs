@@ -203,7 +203,14 @@ pub fn storage_faults_never_lose_the_latest_checkpoint<F: StateBackendFactory>(f
             store.fail_nth(k, &StoreOp::ALL, mode);
             let what = format!("store call {k} of {} failing {mode:?}", clean.calls);
             let cycle = run_cycle(factory, &store, &storage, &what);
-            assert_eq!(store.injected(), 1, "{what}: the fault was never injected");
+            // A backend's call count may vary from run to run (RocksDB's background
+            // compactions change which SST files a checkpoint uploads), so a cycle may end
+            // before call k; a call the cycle did make must have failed.
+            assert!(
+                store.injected() == 1 || cycle.calls < k,
+                "{what}: the cycle made {} store calls but the fault was never injected",
+                cycle.calls
+            );
             store.disarm();
             verify(factory, &storage, &cycle, &what);
         }

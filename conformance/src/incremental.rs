@@ -8,16 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use flowstate_api::key_groups::operator_index_for_key_group;
-use flowstate_api::lifecycle::{CheckpointLifecycle, RetentionPolicy};
+use flowstate_api::lifecycle::CheckpointLifecycle;
 use flowstate_api::typed::{
     ListState, ListStateDescriptor, MapState, MapStateDescriptor, ReducingState,
     ReducingStateDescriptor, ValueState, ValueStateDescriptor,
 };
 use flowstate_api::{
     CheckpointManifest, CheckpointStorage, KeyContext, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Parallelism, SerdeCodec, SnapshotKind, StateBackend, StateBackendFactory,
+    MaxParallelism, SerdeCodec, SnapshotKind, StateBackend, StateBackendFactory,
 };
 
+use crate::fixtures::{max, open_lifecycle, parallelism as p, retained_paths, stored_paths};
 use crate::harness::{
     abort_with_lifecycle, block_on, checkpoint_with_lifecycle, create_operator, restore_operator,
     Subtask,
@@ -33,25 +34,15 @@ struct Model {
     sums: BTreeMap<u32, u64>,
 }
 
-fn max128() -> MaxParallelism {
-    MaxParallelism::new(128).expect("valid max parallelism")
-}
-
-fn p(n: u32) -> Parallelism {
-    Parallelism::new(n).expect("valid parallelism")
-}
-
 fn key_ctx(key: u32, max: MaxParallelism) -> KeyContext {
     KeyContext::for_key(&SerdeCodec::<u32>::new(), &key, max).expect("u32 keys encode")
 }
 
-fn backend_for<B: StateBackend + 'static>(
-    subtasks: &[Subtask<B>],
-    key: &KeyContext,
-) -> Arc<dyn KeyedStateBackend> {
+/// The workload's states on the subtask owning `key`.
+fn handles_for<B: StateBackend + 'static>(subtasks: &[Subtask<B>], key: &KeyContext) -> Handles {
     let max = subtasks[0].backend.max_parallelism();
     let index = operator_index_for_key_group(max, p(subtasks.len() as u32), key.key_group());
-    subtasks[index as usize].keyed()
+    Handles::bind(subtasks[index as usize].keyed())
 }
 
 /// The workload's four states, bound to one backend.
@@ -95,14 +86,13 @@ fn apply_round<B: StateBackend + 'static>(
     let max = subtasks[0].backend.max_parallelism();
     for key in keys {
         let ctx = key_ctx(key, max);
-        let backend = backend_for(subtasks, &ctx);
         let ns = ((key + round) % 2) as u8;
         let Handles {
             value,
             list,
             map,
             sum,
-        } = Handles::bind(backend);
+        } = handles_for(subtasks, &ctx);
         match (key + round) % 5 {
             0 => {
                 value.clear_in(&ctx, &ns).expect("clear");
@@ -150,21 +140,16 @@ fn observe<B: StateBackend + 'static>(
     let mut model = Model::default();
     for key in keys {
         let ctx = key_ctx(key, max);
-        let backend = backend_for(subtasks, &ctx);
-        let Handles {
-            value,
-            list,
-            map,
-            sum,
-        } = Handles::bind(backend);
+        let h = handles_for(subtasks, &ctx);
         for ns in [0u8, 1] {
-            if let Some(v) = value.get_in(&ctx, &ns).expect("get") {
+            if let Some(v) = h.value.get_in(&ctx, &ns).expect("get") {
                 model.values.insert((key, ns), v);
             }
-            if let Some(l) = list.get_in(&ctx, &ns).expect("list get") {
+            if let Some(l) = h.list.get_in(&ctx, &ns).expect("list get") {
                 model.lists.insert((key, ns), l);
             }
-            let entries: BTreeMap<u16, String> = map
+            let entries: BTreeMap<u16, String> = h
+                .map
                 .entries_in(&ctx, &ns)
                 .expect("entries")
                 .into_iter()
@@ -173,7 +158,7 @@ fn observe<B: StateBackend + 'static>(
                 model.maps.insert((key, ns), entries);
             }
         }
-        if let Some(s) = sum.get(&ctx).expect("sum get") {
+        if let Some(s) = h.sum.get(&ctx).expect("sum get") {
             model.sums.insert(key, s);
         }
     }
@@ -223,29 +208,55 @@ fn assert_restores_to<F: StateBackendFactory>(
 
 const KEYS: std::ops::Range<u32> = 0..300;
 
+/// A fresh case: in-memory storage, a lifecycle on it keeping `retained` checkpoints, an
+/// operator of `parallelism` subtasks, and an empty model.
+fn start<F: StateBackendFactory>(
+    factory: &F,
+    retained: usize,
+    parallelism: u32,
+) -> (
+    CheckpointStorage,
+    CheckpointLifecycle,
+    Vec<Subtask<F::Backend>>,
+    Model,
+) {
+    let storage = CheckpointStorage::in_memory();
+    let lifecycle = open_lifecycle(&storage, retained);
+    let subtasks = create_operator(factory, max(), p(parallelism)).expect("create");
+    (storage, lifecycle, subtasks, Model::default())
+}
+
+/// Every key in round 0, then the keys `k` with `k % every == round`.
+fn spread(every: u32) -> impl Fn(u32) -> Vec<u32> {
+    move |round| KEYS.filter(|k| round == 0 || k % every == round).collect()
+}
+
+/// Runs `rounds`, each applying a round of changes to `keys(round)` and taking an incremental
+/// checkpoint; returns every checkpoint with the model it captured.
+fn incremental_rounds<B: StateBackend + 'static>(
+    subtasks: &[Subtask<B>],
+    lifecycle: &mut CheckpointLifecycle,
+    model: &mut Model,
+    rounds: std::ops::Range<u32>,
+    keys: impl Fn(u32) -> Vec<u32>,
+) -> Vec<(CheckpointManifest, Model)> {
+    rounds
+        .map(|round| {
+            apply_round(subtasks, model, round, keys(round));
+            let manifest =
+                checkpoint_with_lifecycle(subtasks, lifecycle, SnapshotKind::Incremental)
+                    .unwrap_or_else(|e| panic!("incremental checkpoint of round {round}: {e}"));
+            (manifest, model.clone())
+        })
+        .collect()
+}
+
 /// A chain of incremental checkpoints: every retained one restores exactly, at the same
 /// parallelism and rescaled (2 -> 3 and 2 -> 1).
 pub fn chain_restores_from_every_retained_checkpoint<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy {
-            retained_checkpoints: 3,
-        },
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(2)).expect("create");
-    let mut model = Model::default();
-    let mut taken: Vec<(CheckpointManifest, Model)> = Vec::new();
-    for round in 0..6u32 {
-        // round 0 writes every key, later rounds a tenth of them
-        let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 10 == round).collect();
-        apply_round(&subtasks, &mut model, round, keys);
-        let manifest =
-            checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-                .expect("incremental checkpoint");
-        taken.push((manifest, model.clone()));
-    }
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 3, 2);
+    // round 0 writes every key, later rounds a tenth of them
+    let taken = incremental_rounds(&subtasks, &mut lifecycle, &mut model, 0..6, spread(10));
     let retained = lifecycle.completed();
     assert_eq!(retained.len(), 3);
     for (manifest, expected) in taken
@@ -261,14 +272,7 @@ pub fn chain_restores_from_every_retained_checkpoint<F: StateBackendFactory>(fac
 /// An aborted checkpoint never becomes a base: the next checkpoint still holds the changes
 /// made before the aborted one.
 pub fn aborted_checkpoints_are_never_bases<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy::default(),
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(2)).expect("create");
-    let mut model = Model::default();
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 3, 2);
     apply_round(&subtasks, &mut model, 0, KEYS);
     checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental).expect("first");
     apply_round(&subtasks, &mut model, 1, KEYS.filter(|k| k % 3 == 0));
@@ -295,41 +299,20 @@ pub fn aborted_checkpoints_are_never_bases<F: StateBackendFactory>(factory: &F) 
 /// After many checkpoints under retention, the store holds exactly the files the retained
 /// manifests reference (plus the manifests and the registry copy).
 pub fn retention_deletes_exactly_unreferenced_files<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy {
-            retained_checkpoints: 2,
-        },
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(2)).expect("create");
-    let mut model = Model::default();
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 2, 2);
     for round in 0..12u32 {
-        let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 12 == round).collect();
-        apply_round(&subtasks, &mut model, round, keys);
+        apply_round(&subtasks, &mut model, round, spread(12)(round));
         let kind = if round == 6 {
             SnapshotKind::Full
         } else {
             SnapshotKind::Incremental
         };
         checkpoint_with_lifecycle(&subtasks, &mut lifecycle, kind).expect("checkpoint");
-        let mut referenced: BTreeSet<String> = BTreeSet::new();
-        for id in lifecycle.completed() {
-            let manifest = lifecycle.manifest(id).expect("retained manifest");
-            referenced.extend(manifest.files().into_iter().map(|f| f.path.clone()));
-            referenced.insert(format!(
-                "{}/_manifest.json",
-                CheckpointStorage::checkpoint_dir(id)
-            ));
-        }
-        let stored: BTreeSet<String> = block_on(storage.list(""))
-            .expect("list")
-            .into_iter()
-            .map(|(path, _)| path)
-            .filter(|path| !path.starts_with('_'))
-            .collect();
-        assert_eq!(stored, referenced, "after checkpoint round {round}");
+        assert_eq!(
+            stored_paths(&storage),
+            retained_paths(&lifecycle),
+            "after checkpoint round {round}"
+        );
     }
     let latest = lifecycle.latest().expect("a completed checkpoint").clone();
     assert_restores_to(factory, &storage, &latest, 3, &model, KEYS);
@@ -339,22 +322,12 @@ pub fn retention_deletes_exactly_unreferenced_files<F: StateBackendFactory>(fact
 /// and no chain grows without bound. (Backends with shared immutable files pass trivially:
 /// their handles have no chain.)
 pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy::default(),
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(1)).expect("create");
-    let mut model = Model::default();
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 3, 1);
     let mut bases = BTreeSet::new();
     let mut longest = 0;
-    for round in 0..40u32 {
-        let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 40 == round).collect();
-        apply_round(&subtasks, &mut model, round, keys);
-        let manifest =
-            checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-                .expect("checkpoint");
+    for (manifest, _) in
+        incremental_rounds(&subtasks, &mut lifecycle, &mut model, 0..40, spread(40))
+    {
         for handle in manifest.keyed_handles() {
             if let KeyedStateHandle::Changelog { base, deltas, .. } = handle {
                 bases.insert(base.path.clone());
@@ -380,35 +353,19 @@ pub fn chains_are_rebased<F: StateBackendFactory>(factory: &F) {
 /// goes on deleting exactly what no retained checkpoint needs, and the backends' incremental
 /// checkpoints (still based on files registered before the restart) keep restoring.
 pub fn registry_survives_restart<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let policy = RetentionPolicy {
-        retained_checkpoints: 2,
-    };
-    let mut lifecycle = block_on(CheckpointLifecycle::open(storage.clone(), policy.clone()))
-        .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(2)).expect("create");
-    let mut model = Model::default();
-    for round in 0..3u32 {
-        let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 5 == round).collect();
-        apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-            .expect("checkpoint");
-    }
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 2, 2);
+    incremental_rounds(&subtasks, &mut lifecycle, &mut model, 0..3, spread(5));
     let before = lifecycle.registry().files.clone();
     drop(lifecycle);
-    let mut reopened =
-        block_on(CheckpointLifecycle::open(storage.clone(), policy)).expect("reopen");
+    let mut reopened = open_lifecycle(&storage, 2);
     assert_eq!(
         reopened.registry().files,
         before,
         "registry rebuilt from manifests"
     );
-    for round in 3..6u32 {
-        let keys: Vec<u32> = KEYS.filter(|k| k % 5 == round % 5).collect();
-        apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut reopened, SnapshotKind::Incremental)
-            .expect("checkpoint");
-    }
+    incremental_rounds(&subtasks, &mut reopened, &mut model, 3..6, |round| {
+        KEYS.filter(|k| k % 5 == round % 5).collect()
+    });
     let latest = reopened.latest().expect("completed").clone();
     assert_restores_to(factory, &storage, &latest, 2, &model, KEYS);
     assert_restores_to(factory, &storage, &latest, 1, &model, KEYS);
@@ -416,22 +373,8 @@ pub fn registry_survives_restart<F: StateBackendFactory>(factory: &F) {
 
 /// A full and an incremental checkpoint of the same state restore to identical logical state.
 pub fn full_and_incremental_restore_agree<F: StateBackendFactory>(factory: &F) {
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy {
-            retained_checkpoints: 10,
-        },
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(3)).expect("create");
-    let mut model = Model::default();
-    for round in 0..4u32 {
-        let keys: Vec<u32> = KEYS.filter(|k| round == 0 || k % 4 == round).collect();
-        apply_round(&subtasks, &mut model, round, keys);
-        checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Incremental)
-            .expect("checkpoint");
-    }
+    let (storage, mut lifecycle, subtasks, mut model) = start(factory, 10, 3);
+    incremental_rounds(&subtasks, &mut lifecycle, &mut model, 0..4, spread(4));
     let incremental = lifecycle.latest().expect("completed").clone();
     let full =
         checkpoint_with_lifecycle(&subtasks, &mut lifecycle, SnapshotKind::Full).expect("full");
@@ -448,18 +391,12 @@ pub fn full_and_incremental_restore_agree<F: StateBackendFactory>(factory: &F) {
 /// of a full checkpoint of the same state.
 pub fn small_change_uploads_little<F: StateBackendFactory>(factory: &F) {
     const N: u32 = 100_000;
-    let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy::default(),
-    ))
-    .expect("open lifecycle");
-    let subtasks = create_operator(factory, max128(), p(1)).expect("create");
+    let (storage, mut lifecycle, subtasks, _) = start(factory, 3, 1);
     let backend = subtasks[0].keyed();
     let value = ValueStateDescriptor::<u64>::new("bytes-value")
         .bind(backend)
         .expect("bind");
-    let max = max128();
+    let max = max();
     let contexts: Vec<KeyContext> = (0..N).map(|k| key_ctx(k, max)).collect();
     for (k, ctx) in contexts.iter().enumerate() {
         value.update(ctx, &(k as u64 * 7)).expect("update");

@@ -13,16 +13,16 @@
 //!   before a backend sees a row.
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use flowstate_api::{
-    CheckpointId, CheckpointManifest, CheckpointStorage, Error, FileRef, KeyContext, KeyGroupRange,
-    KeyedStateBackend, KeyedStateHandle, SnapshotKind, StateBackendFactory, StateKind,
-    StateMetadata,
+    CheckpointId, CheckpointManifest, CheckpointStorage, Error, KeyContext, KeyedStateBackend,
+    KeyedStateHandle, SnapshotKind, StateBackendFactory, StateKind, StateMetadata,
 };
 
-use crate::fixtures::{key, max_parallelism, parallelism};
+use crate::fixtures::{
+    key, max_parallelism, parallelism, split_files, try_restore, with_file_size,
+};
 use crate::harness::{block_on, checkpoint, create_operator};
 
 mod crafted;
@@ -142,45 +142,6 @@ fn small_checkpoints<F: StateBackendFactory>(
     (storage, out)
 }
 
-/// Restores `handles` into a backend owning `range`, turning a panic into a failure naming
-/// `what`.
-fn try_restore<F: StateBackendFactory>(
-    factory: &F,
-    range: KeyGroupRange,
-    storage: &CheckpointStorage,
-    handles: &[KeyedStateHandle],
-    what: &str,
-) -> flowstate_api::Result<F::Backend> {
-    let max = max_parallelism();
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        block_on(factory.restore(max, range, storage, handles))
-    }))
-    .unwrap_or_else(|_| panic!("{what}: restore panicked instead of returning an error"))
-}
-
-/// The handles with `path`'s recorded size replaced.
-fn with_size(handles: &[KeyedStateHandle], path: &str, size: u64) -> Vec<KeyedStateHandle> {
-    let fix = |f: &mut FileRef| {
-        if f.path == path {
-            f.size = size;
-        }
-    };
-    let mut handles = handles.to_vec();
-    for handle in &mut handles {
-        match handle {
-            KeyedStateHandle::Canonical { file, .. } => fix(file),
-            KeyedStateHandle::Changelog { base, deltas, .. } => {
-                fix(base);
-                deltas.iter_mut().for_each(fix);
-            }
-            KeyedStateHandle::Native { files, .. } => {
-                files.iter_mut().for_each(|f| fix(&mut f.file))
-            }
-        }
-    }
-    handles
-}
-
 /// Damaged copies of `bytes`: (description, bytes, size the handle records).
 fn damaged(bytes: &Bytes, exhaustive: bool) -> Vec<(String, Bytes, u64)> {
     let len = bytes.len();
@@ -255,28 +216,29 @@ pub fn every_damaged_byte_is_detected<F: StateBackendFactory>(factory: &F) {
     let mut sizes = Vec::new();
     for (manifest, expected) in &checkpoints {
         let handles = manifest.keyed_handles();
-        let restored = try_restore(factory, range, &storage, &handles, "undamaged").unwrap();
+        let restored = try_restore(
+            factory,
+            max_parallelism(),
+            range,
+            &storage,
+            &handles,
+            "undamaged",
+        )
+        .unwrap();
         assert_eq!(
             &dump(&restored).unwrap(),
             expected,
             "the undamaged checkpoint restores"
         );
         for handle in &handles {
-            let files: Vec<(&str, &FileRef, bool)> = match handle {
-                KeyedStateHandle::Canonical { file, .. } => vec![("full", file, true)],
-                KeyedStateHandle::Changelog { base, deltas, .. } => {
-                    std::iter::once(("full", base, true))
-                        .chain(deltas.iter().map(|d| ("delta", d, true)))
-                        .collect()
-                }
-                KeyedStateHandle::Native { files, .. } => {
-                    files.iter().map(|f| ("native", &f.file, false)).collect()
-                }
-            };
+            let (canonical, opaque) = split_files(handle);
+            let files = canonical
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (if i == 0 { "full" } else { "delta" }, f, true))
+                .chain(opaque.iter().map(|f| ("native", f, false)));
             // A file shared by two checkpoints is damaged once, under the first.
-            for (kind, file, canonical) in
-                files.into_iter().filter(|f| done.insert(f.1.path.clone()))
-            {
+            for (kind, file, canonical) in files.filter(|f| done.insert(f.1.path.clone())) {
                 *kinds.entry(kind).or_default() += 1;
                 let original = block_on(storage.get(&file.path)).unwrap();
                 sizes.push(original.len());
@@ -288,8 +250,18 @@ pub fn every_damaged_byte_is_detected<F: StateBackendFactory>(factory: &F) {
                         file.path,
                         original.len()
                     );
-                    let recorded = with_size(&handles, &file.path, size);
-                    match try_restore(factory, range, &storage, &recorded, &what) {
+                    let recorded: Vec<_> = handles
+                        .iter()
+                        .map(|h| with_file_size(h, &file.path, size))
+                        .collect();
+                    match try_restore(
+                        factory,
+                        max_parallelism(),
+                        range,
+                        &storage,
+                        &recorded,
+                        &what,
+                    ) {
                         // Every byte of a canonical file is under a check (header fields,
                         // trailer, checksums): no damage may go unnoticed.
                         Ok(_) if canonical => {

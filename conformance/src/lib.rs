@@ -24,8 +24,10 @@
 //!
 //! The building blocks are public too: [`harness`] (checkpoint / restore / rescale of a whole
 //! operator), [`dataset`] (one state of every kind beside a `BTreeMap` model),
-//! [`fixtures`] (keys, a deterministic random source, and an object store that counts what
-//! restores read):
+//! [`fixtures`] (keys and state metadata backend tests can share, a deterministic random
+//! source, lifecycles, and object stores for tests on one pass-through base,
+//! [`fixtures::ForwardingStore`]: one that counts what restores read, one that fails chosen
+//! calls):
 //!
 //! ```
 //! use std::sync::Arc;

@@ -4,19 +4,19 @@
 //! attempt fails in a row (the next writes a new base), and every completed checkpoint
 //! restores exactly the state it captured.
 //!
-//! Checkpoints go through the job's [`CheckpointLifecycle`], so retention really deletes the
-//! files of dropped checkpoints, as it does in production; a backend that builds an
-//! incremental checkpoint on files that are gone is caught either by its own check before
+//! Checkpoints go through the job's
+//! [`CheckpointLifecycle`](flowstate_api::lifecycle::CheckpointLifecycle), so retention really
+//! deletes the files of dropped checkpoints, as it does in production; a backend that builds
+//! an incremental checkpoint on files that are gone is caught either by its own check before
 //! uploading or by `complete()`, which refuses a manifest naming a missing file.
 
 use std::collections::BTreeMap;
 
-use flowstate_api::lifecycle::{CheckpointLifecycle, RetentionPolicy};
 use flowstate_api::{CheckpointId, CheckpointStorage, SnapshotKind, StateBackendFactory};
 use flowstate_runtime::CheckpointNotice;
 
 use crate::dataset::{Job, Model};
-use crate::fixtures::{max_parallelism, parallelism, Rng};
+use crate::fixtures::{max_parallelism, open_lifecycle, parallelism, Rng};
 use crate::harness::{block_on, capture, create_operator, restore_operator, upload};
 
 const KEY_SPACE: u64 = 300;
@@ -58,13 +58,7 @@ fn run_scenario<F: StateBackendFactory>(factory: &F, retained: usize, seed: u64)
     let mut rng = Rng::new(0x6e07_1ce5 ^ (seed << 8) ^ retained as u64);
     let max = max_parallelism();
     let storage = CheckpointStorage::in_memory();
-    let mut lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy {
-            retained_checkpoints: retained,
-        },
-    ))
-    .unwrap_or_else(|e| panic!("{scenario}: opening the lifecycle: {e}"));
+    let mut lifecycle = open_lifecycle(&storage, retained);
     let job = Job::new(create_operator(factory, max, parallelism(2)).expect("create operator"))
         .expect("bind states");
     let mut model = Model::default();

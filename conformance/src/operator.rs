@@ -1,6 +1,6 @@
 //! Operator state (list state with even-split or union redistribution, broadcast state)
 //! checkpointed beside the backend's keyed state and restored across rescales per
-//! `KEY-GROUPS.md`. Operator state is implemented once in `flowstate_api::operator`; these
+//! `docs/key-groups.md`. Operator state is implemented once in `flowstate_api::operator`; these
 //! cases check it end to end through the harness (one operator-state file per subtask, keyed
 //! and operator state restored together) and that one name cannot be registered in two modes.
 
@@ -17,7 +17,7 @@ use crate::fixtures::{max_parallelism, parallelism, Rng};
 use crate::harness::{checkpoint, create_operator, restore_operator, Subtask};
 
 /// Per new subtask, per state name: the elements even-split redistribution gives it, computed
-/// from the rule in `KEY-GROUPS.md` independently of the implementation under test.
+/// from the rule in `docs/key-groups.md` independently of the implementation under test.
 fn even_split_expected(
     old: &BTreeMap<String, Vec<Vec<u64>>>,
     n: usize,

@@ -6,16 +6,17 @@
 //! checkpoints (full and incremental) are correct, and after garbage collection the storage
 //! holds nothing but what the retained checkpoints reference.
 
-use flowstate_api::lifecycle::{CheckpointLifecycle, CompletionReport, RetentionPolicy};
+use flowstate_api::lifecycle::{CheckpointLifecycle, CompletionReport};
 use flowstate_api::{
     CheckpointId, CheckpointManifest, CheckpointStorage, SnapshotKind, StateBackend,
     StateBackendFactory,
 };
 use flowstate_runtime::CheckpointNotice;
-use std::collections::BTreeSet;
 
 use crate::dataset::{Job, Model};
-use crate::fixtures::{max_parallelism, parallelism, Rng};
+use crate::fixtures::{
+    max_parallelism, open_lifecycle, parallelism, retained_paths, stored_paths, Rng,
+};
 use crate::harness::{
     block_on, capture, checkpoint_with_lifecycle, create_operator, upload, CapturedSubtask,
 };
@@ -56,13 +57,7 @@ struct Setup<B> {
 
 fn setup<F: StateBackendFactory>(factory: &F, kind: SnapshotKind, seed: u64) -> Setup<F::Backend> {
     let storage = CheckpointStorage::in_memory();
-    let lifecycle = block_on(CheckpointLifecycle::open(
-        storage.clone(),
-        RetentionPolicy {
-            retained_checkpoints: 100,
-        },
-    ))
-    .expect("open the lifecycle");
+    let lifecycle = open_lifecycle(&storage, 100);
     let job = Job::new(create_operator(factory, max_parallelism(), parallelism(2)).unwrap())
         .expect("bind the dataset");
     let mut s = Setup {
@@ -138,21 +133,8 @@ impl<B: StateBackend + 'static> Setup<B> {
                 .collect_garbage(&mut CompletionReport::default()),
         )
         .unwrap_or_else(|e| panic!("{what}: collecting garbage failed: {e}"));
-        let mut referenced = BTreeSet::new();
-        for id in self.lifecycle.completed() {
-            let manifest = self.lifecycle.manifest(id).expect("a retained manifest");
-            referenced.extend(manifest.files().into_iter().map(|f| f.path.clone()));
-            referenced.insert(format!(
-                "{}/_manifest.json",
-                CheckpointStorage::checkpoint_dir(id)
-            ));
-        }
-        let stored: BTreeSet<String> = block_on(self.storage.list(""))
-            .expect("list the storage")
-            .into_iter()
-            .map(|(path, _)| path)
-            .filter(|path| !path.starts_with('_'))
-            .collect();
+        let referenced = retained_paths(&self.lifecycle);
+        let stored = stored_paths(&self.storage);
         let leaked: Vec<&String> = stored.difference(&referenced).collect();
         let missing: Vec<&String> = referenced.difference(&stored).collect();
         assert!(

@@ -38,4 +38,7 @@ pub enum Error {
 
     #[error("checkpoint {id} is not pending in this coordinator (never triggered, or already completed); the acknowledgement was dropped")]
     UnknownCheckpoint { id: CheckpointId },
+
+    #[error("checkpoint {id} did not complete: {reason}")]
+    NotCompleted { id: CheckpointId, reason: String },
 }

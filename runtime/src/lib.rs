@@ -12,7 +12,9 @@
 //!   [`SubtaskAck`]. [`restore_subtask`] rebuilds a subtask from a manifest at any parallelism.
 //! - [`CheckpointCoordinator`]: one per job. Ids, acknowledgements (serde values, from any
 //!   thread or process), publication when all subtasks acknowledged, aborts on decline or
-//!   timeout, retention, and the [`CheckpointNotice`]s every subtask must be told.
+//!   timeout, retention, and the [`CheckpointNotice`]s every subtask must be told. For
+//!   subtasks in the coordinator's own process, [`CheckpointCoordinator::checkpoint_subtasks`]
+//!   runs that whole sequence ([`local`]).
 //! - Observability: `tracing` spans around both halves of every checkpoint and every restore,
 //!   and metrics through the `metrics` facade ([`metrics`] lists them).
 //!
@@ -77,6 +79,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod factory;
+pub mod local;
 pub mod metrics;
 pub mod subtask;
 
@@ -85,6 +88,7 @@ pub use coordinator::{CheckpointCoordinator, CompletedCheckpoint, CoordinatorCon
 pub use error::{Error, Result};
 pub use factory::{DynStateBackendFactory, SharedBackend};
 pub use flowstate_api::lifecycle::RetentionPolicy;
+pub use local::{LocalCheckpoint, LocalSubtask};
 pub use subtask::{
     create_subtask, create_subtask_typed, restore_subtask, restore_subtask_typed, CapturedSubtask,
     CheckpointNotice, Subtask, SubtaskAck, SubtaskReport,

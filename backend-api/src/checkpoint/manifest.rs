@@ -5,18 +5,19 @@
 //! [`CheckpointManifest`] plus `checksum`: the CRC32C of the canonical JSON of every other
 //! field (object keys sorted, no whitespace; see [`canonical_json`]). Version 1 (no checksum)
 //! is still read: its structure is validated like version 2's but damage that keeps it valid
-//! JSON of the right shape goes unnoticed. A version 1 manifest carrying a checksum, a
-//! version 2 manifest without one, or a checksum that does not match are `Corrupt`; version 0
-//! or above [`MANIFEST_FORMAT_VERSION`] is `UnsupportedFormatVersion`.
-
-use std::collections::BTreeMap;
+//! JSON of the right shape goes unnoticed. A checksum that does not match is
+//! `ChecksumMismatch`; a version 1 manifest carrying a checksum or a version 2 manifest
+//! without one are `Corrupt`; version 0 or above [`MANIFEST_FORMAT_VERSION`] is
+//! `UnsupportedFormatVersion`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{check_file_placement, CheckpointId, FileRef, KeyedStateHandle, SubtaskStateHandle};
+use super::{CheckpointId, FileRef, KeyedStateHandle, SubtaskStateHandle};
 use crate::error::{Error, Result};
-use crate::key_groups::{key_group_range_for_operator, MaxParallelism, Parallelism};
+use crate::key_groups::{MaxParallelism, Parallelism};
+
+mod structure;
 
 /// The version of the manifest JSON this build writes (2: with a checksum). This build reads
 /// versions 1 and 2.
@@ -93,81 +94,20 @@ impl CheckpointManifest {
     }
 
     /// Checks the manifest's structure (see the type's docs): `Corrupt` naming the first
-    /// problem, or `UnsupportedFormatVersion`. Checked when a manifest is written, read, and
-    /// by the lifecycle's `complete`; restore drivers given a manifest from elsewhere call it.
+    /// problem [`CheckpointManifest::problems`] lists, or `UnsupportedFormatVersion`. Checked
+    /// when a manifest is written, read, and by the lifecycle's `complete`; restore drivers
+    /// given a manifest from elsewhere call it.
     pub fn validate(&self) -> Result<()> {
         if !(OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&self.format_version) {
             return Err(unsupported(self.format_version));
         }
-        self.problem().map_err(|detail| {
-            Error::corrupt(
+        match self.problems().into_iter().next() {
+            None => Ok(()),
+            Some((_, detail)) => Err(Error::corrupt(
                 format!("manifest of checkpoint {}", self.checkpoint_id),
                 detail,
-            )
-        })
-    }
-
-    /// The first structural problem, described.
-    fn problem(&self) -> std::result::Result<(), String> {
-        let (max, p, id) = (self.max_parallelism, self.parallelism, self.checkpoint_id);
-        max.check(p).map_err(|e| e.to_string())?;
-        if self.subtasks.len() != p.get() as usize {
-            return Err(format!(
-                "it has {} subtasks but parallelism {p}: a checkpoint records every subtask",
-                self.subtasks.len()
-            ));
+            )),
         }
-        let mut files: BTreeMap<&str, &FileRef> = BTreeMap::new();
-        for (position, subtask) in self.subtasks.iter().enumerate() {
-            let index = subtask.subtask_index;
-            if index as usize != position {
-                return Err(format!(
-                    "subtask {index} is at position {position}: subtasks are 0..{p}, each once, in order"
-                ));
-            }
-            let expected =
-                key_group_range_for_operator(max, p, index).map_err(|e| e.to_string())?;
-            if subtask.key_group_range != expected {
-                return Err(format!(
-                    "subtask {index} claims key groups {} but owns {expected} at parallelism {p} and max parallelism {max}",
-                    subtask.key_group_range,
-                    max = max.get()
-                ));
-            }
-            if let Some(keyed) = &subtask.keyed {
-                if keyed.key_group_range() != expected {
-                    return Err(format!(
-                        "the keyed state of subtask {index} covers key groups {} but the subtask owns {expected}",
-                        keyed.key_group_range()
-                    ));
-                }
-                if let KeyedStateHandle::Native {
-                    max_parallelism, ..
-                } = keyed
-                {
-                    if *max_parallelism != max {
-                        return Err(format!(
-                            "the native keyed state of subtask {index} has max parallelism {} but the checkpoint {}",
-                            max_parallelism.get(),
-                            max.get()
-                        ));
-                    }
-                }
-            }
-            let referenced = subtask.keyed.iter().flat_map(|k| k.files());
-            for file in referenced.chain(subtask.operator.iter()) {
-                check_file_placement(file, id).map_err(|e| e.to_string())?;
-                if let Some(seen) = files.insert(&file.path, file) {
-                    if seen.size != file.size || seen.shared != file.shared {
-                        return Err(format!(
-                            "file '{}' is referenced with two sizes or sharing flags",
-                            file.path
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The manifest as stored: version-2 JSON with its checksum.
@@ -200,24 +140,13 @@ impl CheckpointManifest {
     }
 
     /// Parses and checks a stored manifest of checkpoint `id`: version, checksum, structure
-    /// ([`CheckpointManifest::validate`]) and that it names checkpoint `id`.
+    /// ([`CheckpointManifest::validate`]) and that it names checkpoint `id`. A checksum that
+    /// does not match is [`Error::ChecksumMismatch`] (`what`: `manifest of checkpoint <id>`);
+    /// a checksum missing or where version 1 has none, like other damage, is `Corrupt`.
     pub fn from_json(bytes: &[u8], id: CheckpointId) -> Result<Self> {
         let what = || format!("manifest of checkpoint {id}");
-        let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            Error::corrupt(what(), format!("it is not JSON (torn or damaged): {e}"))
-        })?;
-        let Value::Object(map) = &mut value else {
-            return Err(Error::corrupt(what(), "it is not a JSON object"));
-        };
-        let version = map
-            .get("format_version")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::corrupt(what(), "it has no numeric format_version"))?;
-        let version = u32::try_from(version).unwrap_or(u32::MAX);
-        if !(OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&version) {
-            return Err(unsupported(version));
-        }
-        let stored = map.remove(CHECKSUM_FIELD);
+        let (mut value, version) = parse_object(bytes, id)?;
+        let stored = remove_checksum(&mut value);
         match (version, stored) {
             (1, None) => {}
             (1, Some(_)) => {
@@ -233,23 +162,21 @@ impl CheckpointManifest {
                 ))
             }
             (_, Some(stored)) => {
-                let stored = stored
+                let expected = stored
                     .as_u64()
                     .and_then(|c| u32::try_from(c).ok())
                     .ok_or_else(|| Error::corrupt(what(), "its checksum is not a u32"))?;
                 let actual = crc32c::crc32c(&canonical_json(&value));
-                if stored != actual {
-                    return Err(Error::corrupt(
-                        what(),
-                        format!(
-                            "checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
-                        ),
-                    ));
+                if expected != actual {
+                    return Err(Error::ChecksumMismatch {
+                        what: what(),
+                        expected,
+                        actual,
+                    });
                 }
             }
         }
-        let manifest: CheckpointManifest = serde_json::from_value(value)
-            .map_err(|e| Error::corrupt(what(), format!("it does not decode: {e}")))?;
+        let manifest = decode(value, id)?;
         if manifest.checkpoint_id != id {
             return Err(Error::corrupt(
                 what(),
@@ -259,6 +186,55 @@ impl CheckpointManifest {
         manifest.validate()?;
         Ok(manifest)
     }
+
+    /// Decodes a stored manifest without checking its checksum, its structure or the
+    /// checkpoint it names: what a damaged manifest still says, for tools that report every
+    /// problem of a manifest [`CheckpointManifest::from_json`] refuses (and never for a
+    /// restore). Fails only when the bytes are not a JSON object of a readable format version
+    /// that decodes as a manifest; `id` (the checkpoint the manifest is read as) only names
+    /// it in errors.
+    pub fn from_json_unchecked(bytes: &[u8], id: CheckpointId) -> Result<Self> {
+        let (mut value, _) = parse_object(bytes, id)?;
+        remove_checksum(&mut value);
+        decode(value, id)
+    }
+}
+
+/// The JSON object of a stored manifest of checkpoint `id`, and its format version (one this
+/// build reads).
+fn parse_object(bytes: &[u8], id: CheckpointId) -> Result<(Value, u32)> {
+    let what = || format!("manifest of checkpoint {id}");
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(what(), format!("it is not JSON (torn or damaged): {e}")))?;
+    let Value::Object(map) = &value else {
+        return Err(Error::corrupt(what(), "it is not a JSON object"));
+    };
+    let version = map
+        .get("format_version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Error::corrupt(what(), "it has no numeric format_version"))?;
+    let version = u32::try_from(version).unwrap_or(u32::MAX);
+    if !(OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&version) {
+        return Err(unsupported(version));
+    }
+    Ok((value, version))
+}
+
+/// Takes the checksum out of a manifest's JSON object: what is left is what it covers.
+fn remove_checksum(value: &mut Value) -> Option<Value> {
+    match value {
+        Value::Object(map) => map.remove(CHECKSUM_FIELD),
+        _ => None,
+    }
+}
+
+fn decode(value: Value, id: CheckpointId) -> Result<CheckpointManifest> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::corrupt(
+            format!("manifest of checkpoint {id}"),
+            format!("it does not decode: {e}"),
+        )
+    })
 }
 
 fn unsupported(found: u32) -> Error {
@@ -311,9 +287,9 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::checkpoint::CheckpointStorage;
-    use crate::key_groups::KeyGroupRange;
+    use crate::key_groups::key_group_range_for_operator;
 
-    fn file(path: &str, shared: bool) -> FileRef {
+    pub(super) fn file(path: &str, shared: bool) -> FileRef {
         FileRef {
             path: path.into(),
             size: 10,
@@ -322,7 +298,7 @@ mod tests {
     }
 
     /// Parallelism 2 at max parallelism 8, each subtask with a keyed file and operator file.
-    fn manifest() -> CheckpointManifest {
+    pub(super) fn manifest() -> CheckpointManifest {
         let max = MaxParallelism::new(8).unwrap();
         let p = Parallelism::new(2).unwrap();
         let id = CheckpointId(5);
@@ -347,7 +323,7 @@ mod tests {
         CheckpointManifest::new(id, max, p, subtasks)
     }
 
-    fn invalid(change: impl FnOnce(&mut CheckpointManifest)) -> String {
+    pub(super) fn invalid(change: impl FnOnce(&mut CheckpointManifest)) -> String {
         let mut m = manifest();
         change(&mut m);
         match m.validate() {
@@ -383,7 +359,11 @@ mod tests {
                 let mut damaged = json.clone();
                 damaged[i] ^= pattern;
                 match CheckpointManifest::from_json(&damaged, CheckpointId(5)) {
-                    Err(Error::Corrupt { .. } | Error::UnsupportedFormatVersion { .. }) => {}
+                    Err(
+                        Error::Corrupt { .. }
+                        | Error::ChecksumMismatch { .. }
+                        | Error::UnsupportedFormatVersion { .. },
+                    ) => {}
                     // Whitespace turned into other whitespace changes nothing the checksum
                     // covers; the manifest must then be exactly the original.
                     Ok(read) => assert_eq!(read, m, "byte {i} ^ {pattern:#x}"),
@@ -435,74 +415,43 @@ mod tests {
         ));
     }
 
+    /// A changed value under an intact checksum: `ChecksumMismatch` naming the manifest and
+    /// both checksums, while what the JSON still says decodes unchecked.
     #[test]
-    fn structure_is_validated() {
-        let set_path = |m: &mut CheckpointManifest, path: &str| {
-            if let Some(KeyedStateHandle::Changelog { base, .. }) = &mut m.subtasks[0].keyed {
-                base.path = path.into();
+    fn a_changed_value_is_a_checksum_mismatch() {
+        let m = manifest();
+        let mut value: Value = serde_json::from_slice(&m.to_json().unwrap()).unwrap();
+        let stored = value["checksum"].as_u64().unwrap() as u32;
+        value["subtasks"][0]["operator"]["size"] = 11.into();
+        let bytes = serde_json::to_vec(&value).unwrap();
+        match CheckpointManifest::from_json(&bytes, CheckpointId(5)) {
+            Err(Error::ChecksumMismatch {
+                what,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(what, "manifest of checkpoint 5");
+                assert_eq!(expected, stored);
+                value.as_object_mut().unwrap().remove("checksum");
+                assert_eq!(actual, crc32c::crc32c(&canonical_json(&value)));
             }
-        };
-        for path in [
-            "shared//base-0",
-            "/shared/base-0",
-            "shared/base-0/",
-            "shared/./base-0",
-            "shared/../shared/base-0",
-            "shared/base#1",
-            "shared/a%2Fb",
-            "elsewhere/base-0",
-            "chk-00000000000000000005/base-0",
-            "base-0",
-        ] {
-            let detail = invalid(|m| set_path(m, path));
-            assert!(detail.contains(path), "{path}: {detail}");
+            other => panic!("expected ChecksumMismatch, got {other:?}"),
         }
-        // An exclusive file in another checkpoint's directory, or the manifest itself.
-        invalid(|m| {
-            m.subtasks[0].operator = Some(file("chk-00000000000000000004/op.bin", false));
-        });
-        invalid(|m| {
-            m.subtasks[0].operator = Some(file("chk-00000000000000000005/_manifest.json", false));
-        });
-        invalid(|m| {
-            m.subtasks[0].operator = Some(file("shared/op.bin", false));
-        });
-        // Ranges: overlapping, not covering, not the subtask's.
-        let range = |a, b| KeyGroupRange::new(a, b).unwrap();
-        invalid(|m| m.subtasks[1].key_group_range = range(0, 7));
-        invalid(|m| m.subtasks[1].key_group_range = range(5, 7));
-        invalid(|m| {
-            if let Some(KeyedStateHandle::Changelog {
-                key_group_range, ..
-            }) = &mut m.subtasks[1].keyed
-            {
-                *key_group_range = range(0, 7);
-            }
-        });
-        // Subtasks: missing, duplicated, out of range.
-        invalid(|m| {
-            m.subtasks.pop();
-        });
-        invalid(|m| m.subtasks[1].subtask_index = 0);
-        invalid(|m| m.subtasks[1].subtask_index = 2);
-        // The same file with two sizes.
-        invalid(|m| {
-            if let Some(KeyedStateHandle::Changelog { deltas, .. }) = &mut m.subtasks[1].keyed {
-                deltas.push(FileRef {
-                    size: 11,
-                    ..file("shared/base-0", true)
-                });
-            }
-        });
-        // A native handle of another max parallelism.
-        invalid(|m| {
-            m.subtasks[0].keyed = Some(KeyedStateHandle::Native {
-                backend: "x".into(),
-                key_group_range: m.subtasks[0].key_group_range,
-                max_parallelism: MaxParallelism::new(16).unwrap(),
-                files: Vec::new(),
-                metadata: Value::Null,
-            });
-        });
+        let unchecked = CheckpointManifest::from_json_unchecked(&bytes, CheckpointId(5)).unwrap();
+        assert_eq!(unchecked.subtasks[0].operator.as_ref().unwrap().size, 11);
+        assert_eq!(unchecked.subtasks[1], m.subtasks[1]);
+        // Unchecked is not unparsed: torn JSON and unknown versions are still refused.
+        assert!(matches!(
+            CheckpointManifest::from_json_unchecked(&bytes[..bytes.len() / 2], CheckpointId(5)),
+            Err(Error::Corrupt { .. })
+        ));
+        value["format_version"] = 3.into();
+        assert!(matches!(
+            CheckpointManifest::from_json_unchecked(
+                &serde_json::to_vec(&value).unwrap(),
+                CheckpointId(5)
+            ),
+            Err(Error::UnsupportedFormatVersion { found: 3, .. })
+        ));
     }
 }

@@ -71,7 +71,12 @@ pub struct NativeFile {
 }
 
 /// What one subtask's keyed state snapshot consists of.
+///
+/// `#[non_exhaustive]`: new handle kinds are foreseeable (other native formats, tiered
+/// storage); code that restores or inspects handles answers one it does not know with
+/// [`Error::UnsupportedHandle`] or says so.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum KeyedStateHandle {
     /// One file in the canonical key-group-ordered format.
     Canonical {

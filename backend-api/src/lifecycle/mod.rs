@@ -88,7 +88,7 @@ use bytes::Bytes;
 use crate::checkpoint::{CheckpointId, CheckpointManifest, CheckpointStorage};
 use crate::error::{Error, Result};
 use fence::Fence;
-pub use registry::{SharedFileEntry, SharedStateRegistry};
+pub use registry::{SharedFileEntry, SharedStateRegistry, REGISTRY_FILE};
 
 /// How many completed checkpoints to keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +120,6 @@ pub struct CompletionReport {
     /// registry copy, a failed listing, a newer coordinator noticed.
     pub warnings: Vec<String>,
 }
-
-const REGISTRY_FILE: &str = "_shared_registry.json";
 
 /// How many aborted or dropped checkpoint ids are remembered, so their directories are swept
 /// again (uploads landing late); older ones wait for the next `open`.

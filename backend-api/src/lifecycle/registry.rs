@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointId, CheckpointManifest};
 
+/// Where (at the storage root) the lifecycle writes a copy of the registry after each
+/// completed checkpoint, for operators and tools: `ls` compares it with the manifests, which
+/// stay the source of truth.
+pub const REGISTRY_FILE: &str = "_shared_registry.json";
+
 /// One shared file in the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedFileEntry {

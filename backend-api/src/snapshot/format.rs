@@ -33,6 +33,9 @@ const TAG_MAP_ENTRY: u8 = 2;
 const TAG_TOMBSTONE: u8 = 3;
 
 /// Whether a file holds everything (a base) or changes with tombstones (a delta).
+///
+/// Exhaustive on purpose: a new kind needs a new format version, and every reader must then
+/// decide what it means for a restore.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotFileKind {
     Full,
@@ -392,6 +395,15 @@ impl SnapshotFileInfo {
         let first = self.index.partition_point(|e| e.key_group < range.start());
         let last = self.index.partition_point(|e| e.key_group <= range.end());
         &self.index[first..last.max(first)]
+    }
+
+    /// Where the blocks end and the metadata begins: after the last block, or right after the
+    /// header in a file without blocks (readers check that blocks tile the file up to the
+    /// metadata, so in an info [`super::read_info`] returned this is the metadata's offset).
+    pub fn blocks_end(&self) -> u64 {
+        self.index
+            .last()
+            .map_or(HEADER_LEN, |last| last.offset.saturating_add(last.length))
     }
 }
 

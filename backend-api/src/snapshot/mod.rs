@@ -25,10 +25,12 @@
 //! flag and the metadata's kind), blocks tile the bytes between header and metadata, and
 //! metadata, index and trailer end the file. Anything else is [`crate::Error::Corrupt`].
 //!
-//! Restoring key-group range `[a, b]` reads the header with the trailer (one store call), the
-//! metadata and index (adjacent), then the one contiguous span of blocks of the key groups in
-//! `[a, b]`; each block is verified by its own checksum and each row checked before a backend
-//! sees it ([`restore_into`]).
+//! Restoring key-group range `[a, b]` reads the header and the trailer (two store calls issued
+//! together), the metadata and index (adjacent), then the one contiguous span of blocks of the
+//! key groups in `[a, b]`; each block is verified by its own checksum and each row checked
+//! before a backend sees it ([`restore_into`]). [`restore_reads`] lists those store calls
+//! without making them; [`verify_handle`] checks a handle's files whole with the driver's
+//! checks, reporting every problem.
 
 use bytes::Bytes;
 
@@ -40,9 +42,11 @@ use crate::error::Result;
 #[doc(hidden)]
 pub mod craft;
 mod format;
+mod reads;
 mod restore;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use format::{
     decode_block, encode_row, read_info_from_bytes, write_snapshot, write_snapshot_with,
@@ -50,12 +54,20 @@ pub use format::{
     SnapshotStats, HEADER_LEN, OLDEST_SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION,
     TRAILER_LEN,
 };
-pub use restore::{
-    check_handles, check_max_parallelism, read_blocks, read_info, restore_canonical_into,
-    restore_file, restore_into,
+pub use reads::{
+    info_reads, max_parallelism_check_reads, planned_reads, restore_reads, FilePart, PlannedRead,
+    ReadPurpose, RestoreRead,
 };
+pub use restore::{
+    check_handles, check_max_parallelism, read_blocks, read_handle_infos, read_info,
+    restore_canonical_into, restore_file, restore_into,
+};
+pub use verify::{check_stored, verify_handle, FileProblem, FileProblemKind};
 
 /// What a keyed snapshot file is, as its name says.
+///
+/// Exhaustive on purpose: the roles are the file names the canonical format writes; a new one
+/// comes with a format change.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum KeyedFileRole {
     /// A full snapshot, complete on its own.

@@ -20,8 +20,9 @@ use crate::state::{StateId, StateKind, StorageLayout};
 
 use super::format::{
     check_crc, decode_block, parse_ends, parse_meta_and_index, FileRow, SnapshotFileInfo,
-    SnapshotFileKind, HEADER_LEN, TRAILER_LEN,
+    SnapshotFileKind,
 };
+use super::reads::{blocks_read, ends_reads, metadata_read, PlannedRead};
 
 fn short_read(what: &str, expected: u64, got: usize) -> Error {
     Error::corrupt(
@@ -30,33 +31,39 @@ fn short_read(what: &str, expected: u64, got: usize) -> Error {
     )
 }
 
-/// Reads header, trailer, metadata and index of a stored snapshot file: two ranged reads, the
-/// header riding along with the trailer in one store call.
+/// Reads one planned range of `file`, checking the store returned all of it.
+async fn fetch(
+    storage: &CheckpointStorage,
+    file: &FileRef,
+    read: &PlannedRead,
+    what: &str,
+) -> Result<bytes::Bytes> {
+    let bytes = storage.get_range(&file.path, read.range.clone()).await?;
+    if bytes.len() as u64 != read.len() {
+        return Err(short_read(what, read.len(), bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Reads header, trailer, metadata and index of a stored snapshot file: header and trailer
+/// first, then metadata and index. Header and trailer are two calls issued together, not one
+/// call of two ranges, which S3, GCS and Azure stores would serve by downloading every file
+/// under 1 MiB whole. [`super::info_reads`] plans these calls.
 pub async fn read_info(storage: &CheckpointStorage, file: &FileRef) -> Result<SnapshotFileInfo> {
     let what = format!("snapshot file {}", file.path);
-    if file.size < TRAILER_LEN + HEADER_LEN {
-        return Err(Error::corrupt(what, "shorter than header and trailer"));
-    }
-    let tail = file.size - TRAILER_LEN;
-    let parts = storage
-        .get_ranges(&file.path, &[0..HEADER_LEN, tail..file.size])
-        .await?;
-    let [header, trailer] = parts.as_slice() else {
-        return Err(Error::corrupt(
-            &what,
-            "the store returned other ranges than asked",
-        ));
-    };
-    if trailer.len() as u64 != TRAILER_LEN {
-        return Err(short_read(&what, TRAILER_LEN, trailer.len()));
-    }
-    let ends = parse_ends(header, trailer, file.size, &what)?;
-    let span = storage
-        .get_range(&file.path, ends.meta_offset..tail)
-        .await?;
-    if span.len() as u64 != tail - ends.meta_offset {
-        return Err(short_read(&what, tail - ends.meta_offset, span.len()));
-    }
+    let [header, trailer] = ends_reads(file.size, &what)?;
+    let (header, trailer) = futures::try_join!(
+        fetch(storage, file, &header, &what),
+        fetch(storage, file, &trailer, &what)
+    )?;
+    let ends = parse_ends(&header, &trailer, file.size, &what)?;
+    let span = fetch(
+        storage,
+        file,
+        &metadata_read(ends.meta_offset, file.size, &what)?,
+        &what,
+    )
+    .await?;
     parse_meta_and_index(&ends, &span, &what)
 }
 
@@ -69,23 +76,14 @@ pub async fn read_blocks(
     range: &KeyGroupRange,
     mut apply: impl FnMut(KeyGroup, Vec<FileRow<'_>>) -> Result<()>,
 ) -> Result<()> {
-    let blocks = info.blocks_in(range);
-    let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
+    let Some(read) = blocks_read(info, range, &file.path)? else {
         return Ok(());
     };
+    let span = fetch(storage, file, &read, &file.path).await?;
     // `info` is public and may not come from `read_info`: no arithmetic is trusted here.
     let out_of_span = || Error::corrupt(&file.path, "block outside the file's blocks");
-    let span_start = first.offset;
-    let span_end = last
-        .offset
-        .checked_add(last.length)
-        .filter(|end| *end >= span_start)
-        .ok_or_else(out_of_span)?;
-    let span = storage.get_range(&file.path, span_start..span_end).await?;
-    if span.len() as u64 != span_end - span_start {
-        return Err(short_read(&file.path, span_end - span_start, span.len()));
-    }
-    for entry in blocks {
+    let span_start = read.range.start;
+    for entry in info.blocks_in(range) {
         let block = entry
             .offset
             .checked_sub(span_start)
@@ -104,7 +102,7 @@ pub async fn read_blocks(
 }
 
 /// Checks one decoded row before a backend sees it (see the module docs).
-fn check_row<'a>(
+pub(super) fn check_row<'a>(
     row: &FileRow<'a>,
     key_group: KeyGroup,
     max: MaxParallelism,
@@ -142,7 +140,7 @@ fn check_row<'a>(
     if !fits {
         return bad(format!(
             "a {} row for {state_kind} state {} in a {kind:?} file",
-            row_kind(&row.value),
+            row.value.kind_name(),
             row.state_index
         ));
     }
@@ -152,15 +150,6 @@ fn check_row<'a>(
         namespace: row.namespace,
         value: row.value,
     })
-}
-
-fn row_kind(value: &RowValue<'_>) -> &'static str {
-    match value {
-        RowValue::Value(_) => "value",
-        RowValue::List(_) => "list",
-        RowValue::MapEntry { .. } => "map entry",
-        RowValue::Tombstone => "tombstone",
-    }
 }
 
 /// Registers the file's states in `backend` and applies the checked rows of the key groups
@@ -218,20 +207,46 @@ fn check_file_max(info: &SnapshotFileInfo, max: MaxParallelism) -> Result<()> {
     Ok(())
 }
 
-/// Reads a file's info and checks it against what its handle says it is.
-async fn read_for_handle(
-    storage: &CheckpointStorage,
+/// The files of a canonical or changelog handle in restore order, each with the kind its
+/// handle needs and its role, for messages (none for a native handle).
+pub(super) fn handle_files(
+    handle: &KeyedStateHandle,
+) -> Vec<(&FileRef, SnapshotFileKind, &'static str)> {
+    match handle {
+        KeyedStateHandle::Canonical { file, .. } => {
+            vec![(file, SnapshotFileKind::Full, "canonical")]
+        }
+        KeyedStateHandle::Changelog { base, deltas, .. } => {
+            std::iter::once((base, SnapshotFileKind::Full, "the base of a chain"))
+                .chain(
+                    deltas
+                        .iter()
+                        .map(|d| (d, SnapshotFileKind::Delta, "a delta of a chain")),
+                )
+                .collect()
+        }
+        KeyedStateHandle::Native { .. } => Vec::new(),
+    }
+}
+
+/// Everything that makes a file other than its handle says: written at another max
+/// parallelism, holding another key-group range, or of another kind (`role` names its place
+/// in the handle). The restore stops at the first; `verify_handle` reports them all.
+pub(super) fn handle_mismatches(
+    info: &SnapshotFileInfo,
     file: &FileRef,
     max: MaxParallelism,
     handle_range: KeyGroupRange,
     kind: SnapshotFileKind,
     role: &str,
-) -> Result<SnapshotFileInfo> {
-    let info = read_info(storage, file).await?;
-    check_file_max(&info, max)?;
+) -> Vec<Error> {
+    let mut out = Vec::new();
+    if let Err(e) = check_file_max(info, max) {
+        out.push(e);
+    }
     let what = || format!("snapshot file {}", file.path);
     if info.metadata.key_group_range != handle_range {
-        return Err(Error::corrupt(
+        out.push(Error::corrupt(
             what(),
             format!(
                 "it holds key groups {} but its handle claims {handle_range}: the manifest does not describe this file",
@@ -240,7 +255,7 @@ async fn read_for_handle(
         ));
     }
     if info.metadata.kind != kind {
-        return Err(Error::corrupt(
+        out.push(Error::corrupt(
             what(),
             format!(
                 "a {:?} file where the handle needs a {kind:?} file ({role})",
@@ -248,7 +263,35 @@ async fn read_for_handle(
             ),
         ));
     }
-    Ok(info)
+    out
+}
+
+/// Reads the info of every file of a canonical or changelog handle (a chain's files
+/// concurrently) and checks each against the handle and each delta against the file before
+/// it: what the restore driver does before it applies any row of the handle. Empty for a
+/// native handle. Tools that need the files' indexes as the restore sees them (`flowstate
+/// plan`, with [`super::restore_reads`]) read them so.
+pub async fn read_handle_infos(
+    storage: &CheckpointStorage,
+    max: MaxParallelism,
+    handle: &KeyedStateHandle,
+) -> Result<Vec<SnapshotFileInfo>> {
+    let files = handle_files(handle);
+    let range = handle.key_group_range();
+    let infos = futures::future::try_join_all(files.iter().map(|(file, kind, role)| async move {
+        let info = read_info(storage, file).await?;
+        match handle_mismatches(&info, file, max, range, *kind, role)
+            .into_iter()
+            .next()
+        {
+            Some(mismatch) => Err(mismatch),
+            None => Ok(info),
+        }
+    }))
+    .await?;
+    let files: Vec<&FileRef> = files.into_iter().map(|(file, _, _)| file).collect();
+    check_chain(&files, &infos)?;
+    Ok(infos)
 }
 
 /// The file name a delta's lineage names its predecessor by: the last path segment.
@@ -256,45 +299,51 @@ pub(crate) fn file_name(path: &str) -> &str {
     path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path)
 }
 
-/// Checks that each delta builds on the file before it: a missing, extra or reordered delta
-/// would otherwise apply changes to the wrong state. Files without lineage (format 1, or
-/// written without history) are checked only for order of checkpoints where known; once a
-/// chain records lineage, every later file must.
-fn check_chain(files: &[&FileRef], infos: &[SnapshotFileInfo]) -> Result<()> {
-    for (i, (file, info)) in files.iter().zip(infos).enumerate().skip(1) {
-        let (prev_file, prev) = (files[i - 1], &infos[i - 1]);
-        let bad = |detail: String| {
-            Err(Error::corrupt(
-                format!("incremental chain at delta {i} ({})", file.path),
-                format!("{detail}: a delta of the chain is missing, extra or out of order"),
-            ))
-        };
-        match (&info.metadata.lineage, &prev.metadata.lineage) {
-            (None, Some(_)) => {
+/// Checks that delta `i` of a chain, `file`, builds on the file before it: a missing, extra
+/// or reordered delta would otherwise apply changes to the wrong state. Files without
+/// lineage (format 1, or written without history) are checked only for order of checkpoints
+/// where known; once a chain records lineage, every later file must.
+pub(super) fn check_link(
+    i: usize,
+    (file, info): (&FileRef, &SnapshotFileInfo),
+    (prev_file, prev): (&FileRef, &SnapshotFileInfo),
+) -> Result<()> {
+    let bad = |detail: String| {
+        Err(Error::corrupt(
+            format!("incremental chain at delta {i} ({})", file.path),
+            format!("{detail}: a delta of the chain is missing, extra or out of order"),
+        ))
+    };
+    match (&info.metadata.lineage, &prev.metadata.lineage) {
+        (None, Some(_)) => bad(format!(
+            "it records no lineage but follows {}, which does",
+            prev_file.path
+        )),
+        (None, None) => Ok(()),
+        (Some(lineage), prev_lineage) => {
+            let wanted = file_name(&prev_file.path);
+            if lineage.previous.as_deref() != Some(wanted) {
                 return bad(format!(
-                    "it records no lineage but follows {}, which does",
-                    prev_file.path
-                ))
+                    "it builds on '{}', not on '{wanted}' before it",
+                    lineage.previous.as_deref().unwrap_or_default()
+                ));
             }
-            (None, None) => {}
-            (Some(lineage), prev_lineage) => {
-                let wanted = file_name(&prev_file.path);
-                if lineage.previous.as_deref() != Some(wanted) {
-                    return bad(format!(
-                        "it builds on '{}', not on '{wanted}' before it",
-                        lineage.previous.as_deref().unwrap_or_default()
-                    ));
-                }
-                if let Some(p) = prev_lineage {
-                    if p.checkpoint_id >= lineage.checkpoint_id {
-                        return bad(format!(
-                            "written at checkpoint {}, not after checkpoint {} of the file before it",
-                            lineage.checkpoint_id, p.checkpoint_id
-                        ));
-                    }
-                }
+            match prev_lineage {
+                Some(p) if p.checkpoint_id >= lineage.checkpoint_id => bad(format!(
+                    "written at checkpoint {}, not after checkpoint {} of the file before it",
+                    lineage.checkpoint_id, p.checkpoint_id
+                )),
+                _ => Ok(()),
             }
         }
+    }
+}
+
+/// [`check_link`] for every delta of a chain: `files` (base first) and their infos.
+fn check_chain(files: &[&FileRef], infos: &[SnapshotFileInfo]) -> Result<()> {
+    let linked: Vec<_> = files.iter().copied().zip(infos).collect();
+    for (i, pair) in linked.windows(2).enumerate() {
+        check_link(i + 1, pair[1], pair[0])?;
     }
     Ok(())
 }
@@ -424,53 +473,35 @@ async fn restore_handles<B: KeyedStateBackend + ?Sized>(
     check_max_parallelism(max, storage, handles).await?;
     check_handles(max, target, handles)?;
     for handle in handles {
-        let range = handle.key_group_range();
-        if range.intersection(&target).is_none() {
+        if handle.key_group_range().intersection(&target).is_none() {
             continue;
         }
-        match handle {
-            KeyedStateHandle::Canonical { file, .. } => {
-                let info = read_for_handle(
-                    storage,
-                    file,
-                    max,
-                    range,
-                    SnapshotFileKind::Full,
-                    "canonical",
-                )
-                .await?;
-                apply_file(backend, storage, file, &info, &target).await?;
+        // A canonical file or a chain: every file is checked before any row is applied.
+        // `restore_reads` plans these reads in this order: change both together.
+        if let KeyedStateHandle::Native { .. } = handle {
+            if skip_native {
+                continue;
             }
-            KeyedStateHandle::Changelog { base, deltas, .. } => {
-                let files: Vec<&FileRef> = std::iter::once(base).chain(deltas).collect();
-                // Every file is checked before any row is applied.
-                let infos =
-                    futures::future::try_join_all(files.iter().enumerate().map(|(i, file)| {
-                        let (kind, role) = if i == 0 {
-                            (SnapshotFileKind::Full, "the base of a chain")
-                        } else {
-                            (SnapshotFileKind::Delta, "a delta of a chain")
-                        };
-                        read_for_handle(storage, file, max, range, kind, role)
-                    }))
-                    .await?;
-                check_chain(&files, &infos)?;
-                for (file, info) in files.iter().zip(&infos) {
-                    apply_file(backend, storage, file, info, &target).await?;
-                }
-            }
-            KeyedStateHandle::Native { backend: name, .. } => {
-                if skip_native {
-                    continue;
-                }
-                return Err(Error::UnsupportedHandle {
-                    handle: handle.describe(),
-                    reason: format!(
-                        "it is a native {name} snapshot; restore it with the {name} backend or take a canonical (savepoint) snapshot"
-                    ),
-                });
-            }
+            return Err(native_refused(handle));
+        }
+        let infos = read_handle_infos(storage, max, handle).await?;
+        for (file, info) in handle.files().into_iter().zip(&infos) {
+            apply_file(backend, storage, file, info, &target).await?;
         }
     }
     Ok(())
+}
+
+/// The error restoring a native handle through the driver: its backend restores it.
+pub(super) fn native_refused(handle: &KeyedStateHandle) -> Error {
+    let name = match handle {
+        KeyedStateHandle::Native { backend, .. } => backend.as_str(),
+        _ => "native",
+    };
+    Error::UnsupportedHandle {
+        handle: handle.describe(),
+        reason: format!(
+            "it is a native {name} snapshot; restore it with the {name} backend or take a canonical (savepoint) snapshot"
+        ),
+    }
 }

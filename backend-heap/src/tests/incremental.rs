@@ -6,7 +6,7 @@ use flowstate_api::key_groups::key_group_range_for_operator;
 use flowstate_api::snapshot::{self, SnapshotFileKind};
 use flowstate_api::{
     CheckpointId, CheckpointStorage, Error, FileRef, KeyedStateBackend, KeyedStateHandle,
-    Parallelism, SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory, StateKind,
+    Parallelism, SnapshotKind, StateBackend, StateBackendFactory,
 };
 
 use super::*;
@@ -24,9 +24,7 @@ struct Fixture {
 impl Fixture {
     fn new(config: HeapConfig) -> Self {
         let b = HeapBackend::new(max(), max().full_range(), config).unwrap();
-        let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-        let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-        let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+        let [v, l, m] = register(&b, VLM);
         for i in 0..20 {
             let k = key(&format!("k{i}"));
             b.put(v, &k, b"a", format!("v{i}").as_bytes()).unwrap();
@@ -44,15 +42,16 @@ impl Fixture {
         }
     }
 
+    /// A fixture whose first incremental checkpoint (a base) is taken and completed.
+    fn with_base() -> Self {
+        let f = Self::new(HeapConfig::default());
+        f.checkpoint(1, SnapshotKind::Incremental);
+        f.complete(1);
+        f
+    }
+
     fn checkpoint(&self, id: u64, kind: SnapshotKind) -> KeyedStateHandle {
-        let job = self
-            .b
-            .snapshot(&SnapshotRequest {
-                checkpoint_id: CheckpointId(id),
-                subtask_index: 0,
-                kind,
-            })
-            .unwrap();
+        let job = take(&self.b, id, 0, kind);
         self.rt.block_on(job.run(self.storage.clone())).unwrap()
     }
 
@@ -96,6 +95,11 @@ impl Fixture {
             ))
             .unwrap();
         out
+    }
+
+    /// The (state, key, namespace) of every entry a delta file changes.
+    fn changed_keys(&self, file: &FileRef) -> Vec<RowKey> {
+        self.delta_rows(file).into_keys().collect()
     }
 
     fn restore(&self, handles: &[KeyedStateHandle], parallelism: u32) -> Vec<HeapBackend> {
@@ -179,9 +183,8 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
     let (base2, deltas) = chain(&second);
     assert_eq!(base2, base);
     assert_eq!(deltas.len(), 1);
-    let rows = f.delta_rows(&deltas[0]);
     use Owned::*;
-    let expected: BTreeMap<RowKey, Vec<Owned>> = [
+    let expected = BTreeMap::from([
         (rk(v, "k0"), vec![Tombstone, Value(b"new".to_vec())]),
         (rk(v, "k1"), vec![Tombstone]),
         (rk(l, "k2"), vec![Tombstone, List(list(&[b"e", b"more"]))]),
@@ -193,10 +196,8 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
         (rk(v, "fresh"), vec![Tombstone, Value(b"f".to_vec())]),
         (rk(v, "k5"), vec![Tombstone, Value(b"v5".to_vec())]),
         (rk(v, "gone"), vec![Tombstone]),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(rows, expected);
+    ]);
+    assert_eq!(f.delta_rows(&deltas[0]), expected);
 
     // base + delta restores the current state, at any parallelism.
     let now = content(std::slice::from_ref(&f.b));
@@ -210,18 +211,15 @@ fn a_delta_holds_a_tombstone_and_the_current_rows_of_each_changed_entry_only() {
 
 #[test]
 fn pending_checkpoints_keep_their_changes_and_a_newer_abort_rebases() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     f.b.put(v, &key("A"), b"a", b"a").unwrap();
     f.checkpoint(2, SnapshotKind::Incremental); // stays pending, then is subsumed
     f.b.put(v, &key("B"), b"a", b"b").unwrap();
     let third = f.checkpoint(3, SnapshotKind::Incremental);
     let (_, deltas) = chain(&third);
     assert_eq!(deltas.len(), 1, "a delta on base 1: 2 never completed");
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B")]);
+    assert_eq!(f.changed_keys(&deltas[0]), vec![rk(v, "A"), rk(v, "B")]);
     f.complete(3);
     // A late abort of the subsumed checkpoint 2 leaves the chain alone.
     f.b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
@@ -229,8 +227,7 @@ fn pending_checkpoints_keep_their_changes_and_a_newer_abort_rebases() {
     let fourth = f.checkpoint(4, SnapshotKind::Incremental);
     let (_, deltas) = chain(&fourth);
     assert_eq!(deltas.len(), 2);
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[1]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "C")]);
+    assert_eq!(f.changed_keys(&deltas[1]), vec![rk(v, "C")]);
     // An abort newer than the base (the coordinator may have refused it because a file of
     // the chain is gone) ends the chain: the next checkpoint is a base, and no change record
     // is kept without a base to be a delta of.
@@ -244,8 +241,7 @@ fn pending_checkpoints_keep_their_changes_and_a_newer_abort_rebases() {
     f.b.put(v, &key("E"), b"a", b"e").unwrap();
     let sixth = f.checkpoint(6, SnapshotKind::Incremental);
     let (_, deltas) = chain(&sixth);
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "E")]);
+    assert_eq!(f.changed_keys(&deltas[0]), vec![rk(v, "E")]);
     assert_eq!(
         content(&f.restore(&[sixth], 2)),
         content(std::slice::from_ref(&f.b))
@@ -254,10 +250,8 @@ fn pending_checkpoints_keep_their_changes_and_a_newer_abort_rebases() {
 
 #[test]
 fn change_records_of_churned_keys_stay_bounded_without_completions() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     // 10k keys created and deleted per round, no checkpoint ever completes: the records of
     // keys that no longer exist must not pile up.
     let mut most = 0;
@@ -278,10 +272,8 @@ fn change_records_of_churned_keys_stay_bounded_without_completions() {
 
 #[test]
 fn a_full_checkpoint_is_no_delta_base() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     f.b.put(v, &key("A"), b"a", b"a").unwrap();
     let full = f.checkpoint(2, SnapshotKind::Full);
     assert!(matches!(full, KeyedStateHandle::Canonical { .. }));
@@ -299,16 +291,13 @@ fn a_full_checkpoint_is_no_delta_base() {
     f.b.put(v, &key("C"), b"a", b"c").unwrap();
     let fourth = f.checkpoint(4, SnapshotKind::Incremental);
     let (_, deltas) = chain(&fourth);
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "C")]);
+    assert_eq!(f.changed_keys(&deltas[0]), vec![rk(v, "C")]);
 }
 
 #[test]
 fn a_pending_full_checkpoint_changes_nothing_in_the_chain() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     f.b.put(v, &key("A"), b"a", b"a").unwrap();
     // A full checkpoint that is aborted (or never completes) is neither a base nor a reason
     // to re-base; its changes stay in the next delta.
@@ -317,57 +306,38 @@ fn a_pending_full_checkpoint_changes_nothing_in_the_chain() {
     f.b.put(v, &key("B"), b"a", b"b").unwrap();
     let third = f.checkpoint(3, SnapshotKind::Incremental);
     let (_, deltas) = chain(&third);
-    let changed: Vec<RowKey> = f.delta_rows(&deltas[0]).into_keys().collect();
-    assert_eq!(changed, vec![rk(v, "A"), rk(v, "B")]);
+    assert_eq!(f.changed_keys(&deltas[0]), vec![rk(v, "A"), rk(v, "B")]);
 }
 
 #[test]
 fn writes_after_the_capture_are_not_in_the_delta_but_in_the_next() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     f.b.put(v, &key("A"), b"a", b"1").unwrap();
-    let job =
-        f.b.snapshot(&SnapshotRequest {
-            checkpoint_id: CheckpointId(2),
-            subtask_index: 0,
-            kind: SnapshotKind::Incremental,
-        })
-        .unwrap();
+    let job = take(&f.b, 2, 0, SnapshotKind::Incremental);
     f.b.put(v, &key("A"), b"a", b"2").unwrap();
     f.b.put(v, &key("N"), b"a", b"n").unwrap();
     f.b.remove(v, &key("k0"), b"a").unwrap();
     let second = f.rt.block_on(job.run(f.storage.clone())).unwrap();
     let (_, deltas) = chain(&second);
     use Owned::*;
-    let rows = f.delta_rows(&deltas[0]);
-    assert_eq!(
-        rows,
-        [(rk(v, "A"), vec![Tombstone, Value(b"1".to_vec())])]
-            .into_iter()
-            .collect()
-    );
+    let expected = BTreeMap::from([(rk(v, "A"), vec![Tombstone, Value(b"1".to_vec())])]);
+    assert_eq!(f.delta_rows(&deltas[0]), expected);
     f.complete(2);
     let third = f.checkpoint(3, SnapshotKind::Incremental);
     let (_, deltas) = chain(&third);
-    let rows = f.delta_rows(&deltas[1]);
-    let expected: BTreeMap<RowKey, Vec<Owned>> = [
+    let expected = BTreeMap::from([
         (rk(v, "A"), vec![Tombstone, Value(b"2".to_vec())]),
         (rk(v, "N"), vec![Tombstone, Value(b"n".to_vec())]),
         (rk(v, "k0"), vec![Tombstone]),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(rows, expected);
+    ]);
+    assert_eq!(f.delta_rows(&deltas[1]), expected);
 }
 
 #[test]
 fn change_records_are_dropped_on_completion_but_kept_for_a_live_delta_view() {
-    let f = Fixture::new(HeapConfig::default());
+    let f = Fixture::with_base();
     let v = f.v;
-    f.checkpoint(1, SnapshotKind::Incremental);
-    f.complete(1);
     f.b.put(v, &key("A"), b"a", b"a").unwrap();
     let view = f.b.delta_view(CheckpointId(1)).unwrap();
     assert!(view.is_delta());

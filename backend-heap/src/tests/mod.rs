@@ -7,15 +7,14 @@ mod snapshots;
 use std::collections::BTreeMap;
 
 use flowstate_api::{
-    KeyContext, KeyGroupRange, KeyedSnapshotView, MaxParallelism, RowValue, StateId, StateKind,
-    StateMetadata, StateRow,
+    CheckpointId, KeyContext, KeyGroupRange, KeyedSnapshotView, KeyedStateBackend, RowValue,
+    SnapshotJob, SnapshotKind, SnapshotRequest, StateBackend, StateId, StateKind, StateMetadata,
+    StateRow,
 };
 
-use crate::{HeapBackend, HeapConfig};
+use flowstate_conformance::fixtures::max_parallelism as max;
 
-fn max() -> MaxParallelism {
-    MaxParallelism::new(128).unwrap()
-}
+use crate::{HeapBackend, HeapConfig};
 
 fn meta(name: &str, kind: StateKind) -> StateMetadata {
     StateMetadata {
@@ -27,8 +26,48 @@ fn meta(name: &str, kind: StateKind) -> StateMetadata {
     }
 }
 
+/// A value, a list and a map state, as most tests register them.
+const VLM: [(&str, StateKind); 3] = [
+    ("v", StateKind::Value),
+    ("l", StateKind::List),
+    ("m", StateKind::Map),
+];
+
+/// Registers `states` (name, kind) in order.
+fn register<const N: usize>(b: &HeapBackend, states: [(&str, StateKind); N]) -> [StateId; N] {
+    states.map(|(name, kind)| b.register_state(&meta(name, kind)).unwrap())
+}
+
 fn key(k: &str) -> KeyContext {
     KeyContext::new(k.as_bytes().to_vec(), max())
+}
+
+/// A row of `state` for `key` in the empty namespace.
+fn row<'a>(state: StateId, key: &'a [u8], value: RowValue<'a>) -> StateRow<'a> {
+    StateRow {
+        state,
+        key,
+        namespace: b"",
+        value,
+    }
+}
+
+/// The entries of a map state's (key, namespace), sorted.
+fn sorted_entries(
+    b: &HeapBackend,
+    state: StateId,
+    key: &KeyContext,
+    namespace: &[u8],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut entries = b.map_entries(state, key, namespace).unwrap();
+    entries.sort();
+    entries
+}
+
+/// (user key, value) pairs as `map_entries` returns them.
+fn pairs(entries: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let bytes = |s: &str| s.as_bytes().to_vec();
+    entries.iter().map(|(k, v)| (bytes(k), bytes(v))).collect()
 }
 
 fn backend_with(range: KeyGroupRange) -> HeapBackend {
@@ -37,6 +76,16 @@ fn backend_with(range: KeyGroupRange) -> HeapBackend {
 
 fn backend() -> HeapBackend {
     backend_with(max().full_range())
+}
+
+/// Takes checkpoint `id`'s snapshot of subtask `subtask`.
+fn take(b: &HeapBackend, id: u64, subtask: u32, kind: SnapshotKind) -> Box<dyn SnapshotJob> {
+    b.snapshot(&SnapshotRequest {
+        checkpoint_id: CheckpointId(id),
+        subtask_index: subtask,
+        kind,
+    })
+    .unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -65,6 +114,7 @@ fn owned(row: &StateRow<'_>) -> (RowKey, Owned) {
             Owned::MapEntry(user_key.to_vec(), value.to_vec())
         }
         RowValue::Tombstone => Owned::Tombstone,
+        other => panic!("a row kind the heap backend does not write: {other:?}"),
     };
     ((row.state, row.key.to_vec(), row.namespace.to_vec()), value)
 }

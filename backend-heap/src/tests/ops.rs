@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use flowstate_api::key_groups::key_group_for_key_bytes;
 use flowstate_api::{
-    Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, RowValue, StateBackend, StateId,
-    StateKind, StateRow,
+    Error, KeyContext, KeyGroup, KeyGroupRange, KeyedStateBackend, RowValue, SnapshotKind, StateId,
+    StateKind,
 };
 
 use super::*;
@@ -104,14 +104,9 @@ fn maps_get_put_remove_entries_and_empty_is_absent() {
     assert!(b.map_contains(s, &k, b"", b"u2").unwrap());
     assert!(!b.map_contains(s, &k, b"", b"u3").unwrap());
     assert!(!b.map_is_empty(s, &k, b"").unwrap());
-    let mut entries = b.map_entries(s, &k, b"").unwrap();
-    entries.sort();
     assert_eq!(
-        entries,
-        vec![
-            (b"u1".to_vec(), b"v1b".to_vec()),
-            (b"u2".to_vec(), b"v2".to_vec())
-        ]
+        sorted_entries(&b, s, &k, b""),
+        pairs(&[("u1", "v1b"), ("u2", "v2")])
     );
     b.map_remove(s, &k, b"", b"u1").unwrap();
     b.map_remove(s, &k, b"", b"missing").unwrap();
@@ -133,9 +128,7 @@ fn maps_get_put_remove_entries_and_empty_is_absent() {
 #[test]
 fn keys_lists_non_empty_entries_of_a_namespace_with_their_key_groups() {
     let b = backend();
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+    let [v, l, m] = register(&b, VLM);
     let names: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
     for (i, n) in names.iter().enumerate() {
         let ns: &[u8] = if i % 2 == 0 { b"even" } else { b"odd" };
@@ -187,9 +180,7 @@ fn foreign_key(range: KeyGroupRange) -> KeyContext {
 fn every_operation_checks_key_group_ownership() {
     let range = KeyGroupRange::new(0, 63).unwrap();
     let b = backend_with(range);
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+    let [v, l, m] = register(&b, VLM);
     let k = foreign_key(range);
     let not_owned = |r: Result<(), Error>| {
         assert!(
@@ -210,13 +201,8 @@ fn every_operation_checks_key_group_ownership() {
     not_owned(b.map_entries(m, &k, b"").map(drop));
     not_owned(b.map_contains(m, &k, b"", b"u").map(drop));
     not_owned(b.map_is_empty(m, &k, b"").map(drop));
-    let row = StateRow {
-        state: v,
-        key: k.key(),
-        namespace: b"",
-        value: RowValue::Value(b"x"),
-    };
-    not_owned(b.apply_rows(k.key_group(), &[row]));
+    let value = row(v, k.key(), RowValue::Value(b"x"));
+    not_owned(b.apply_rows(k.key_group(), &[value]));
     assert_eq!(b.stats().entries, 0);
     let view = b.snapshot_view();
     assert!(view
@@ -227,9 +213,7 @@ fn every_operation_checks_key_group_ownership() {
 #[test]
 fn wrong_kinds_unknown_ids_and_registration() {
     let b = backend();
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+    let [v, l, m] = register(&b, VLM);
     let k = key("k");
     let unsupported = |r: Result<(), Error>, op: &str| {
         assert!(
@@ -314,29 +298,15 @@ fn concurrent_registration_gives_usable_distinct_ids() {
 #[test]
 fn apply_rows_applies_every_row_kind_in_order() {
     let b = backend();
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+    let [v, l, m] = register(&b, VLM);
     let k = key("k");
     let kg = k.key_group();
     // Start change tracking (an incremental checkpoint captured, its job dropped).
-    drop(
-        b.snapshot(&flowstate_api::SnapshotRequest {
-            checkpoint_id: flowstate_api::CheckpointId(1),
-            subtask_index: 0,
-            kind: flowstate_api::SnapshotKind::Incremental,
-        })
-        .unwrap(),
-    );
+    drop(take(&b, 1, 0, SnapshotKind::Incremental));
     b.list_append(l, &k, b"", &[b"old"]).unwrap();
     b.map_put(m, &k, b"", b"stale", b"x").unwrap();
     let ab = list(&[b"a", b"b"]);
-    let row = |state, value| StateRow {
-        state,
-        key: k.key(),
-        namespace: b"",
-        value,
-    };
+    let row = |state, value| super::row(state, k.key(), value);
     b.apply_rows(
         kg,
         &[
@@ -367,14 +337,9 @@ fn apply_rows_applies_every_row_kind_in_order() {
         b.list_get(l, &k, b"").unwrap(),
         vec![b"a".to_vec(), b"b".to_vec()]
     );
-    let mut entries = b.map_entries(m, &k, b"").unwrap();
-    entries.sort();
     assert_eq!(
-        entries,
-        vec![
-            (b"u1".to_vec(), b"x1".to_vec()),
-            (b"u2".to_vec(), b"x2".to_vec())
-        ]
+        sorted_entries(&b, m, &k, b""),
+        pairs(&[("u1", "x1"), ("u2", "x2")])
     );
     // An empty list row clears.
     b.apply_rows(kg, &[row(l, RowValue::List(&[]))]).unwrap();
@@ -390,30 +355,13 @@ fn apply_rows_applies_every_row_kind_in_order() {
 #[test]
 fn apply_rows_rejects_damaged_rows() {
     let b = backend();
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
+    let [v, l] = register(&b, [("v", StateKind::Value), ("l", StateKind::List)]);
     let k = key("k");
     let kg = k.key_group();
     let truncated = [5u8, 0, 0, 0, b'a'];
-    let r = b.apply_rows(
-        kg,
-        &[StateRow {
-            state: l,
-            key: k.key(),
-            namespace: b"",
-            value: RowValue::List(&truncated),
-        }],
-    );
+    let r = b.apply_rows(kg, &[row(l, k.key(), RowValue::List(&truncated))]);
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
-    let r = b.apply_rows(
-        kg,
-        &[StateRow {
-            state: l,
-            key: k.key(),
-            namespace: b"",
-            value: RowValue::Value(b"x"),
-        }],
-    );
+    let r = b.apply_rows(kg, &[row(l, k.key(), RowValue::Value(b"x"))]);
     assert!(
         matches!(r, Err(Error::Corrupt { .. })),
         "value row for a list: {r:?}"
@@ -422,15 +370,7 @@ fn apply_rows_rejects_damaged_rows() {
         .map(|i| key(&format!("other-{i}")))
         .find(|o| o.key_group() != kg)
         .unwrap();
-    let r = b.apply_rows(
-        kg,
-        &[StateRow {
-            state: v,
-            key: elsewhere.key(),
-            namespace: b"",
-            value: RowValue::Value(b"x"),
-        }],
-    );
+    let r = b.apply_rows(kg, &[row(v, elsewhere.key(), RowValue::Value(b"x"))]);
     assert!(
         matches!(r, Err(Error::Corrupt { .. })),
         "key of another group: {r:?}"

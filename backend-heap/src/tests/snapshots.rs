@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use flowstate_api::key_groups::{key_group_for_key_bytes, key_group_range_for_operator};
 use flowstate_api::snapshot::{self, SnapshotFileKind};
 use flowstate_api::{
-    CheckpointId, CheckpointStorage, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
-    Parallelism, SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory, StateKind,
+    CheckpointStorage, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Parallelism,
+    SnapshotKind, StateBackendFactory, StateKind,
 };
 
 use super::*;
@@ -18,10 +18,8 @@ use crate::HeapBackendFactory;
 
 /// States of every kind, filled with `n` keys in two namespaces; returns the state ids.
 fn fill(b: &HeapBackend, n: usize) -> [StateId; 4] {
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
-    let r = b.register_state(&meta("r", StateKind::Reducing)).unwrap();
+    let [v, l, m] = register(b, VLM);
+    let [r] = register(b, [("r", StateKind::Reducing)]);
     for i in 0..n {
         let k = key(&format!("k{i}"));
         for ns in [&b"a"[..], b"b"] {
@@ -107,8 +105,7 @@ fn a_view_does_not_see_writes_or_removals_made_after_it() {
 #[test]
 fn overlapping_views_each_keep_their_own_epoch() {
     let b = backend();
-    let s = b.register_state(&meta("l", StateKind::List)).unwrap();
-    let m = b.register_state(&meta("m", StateKind::Map)).unwrap();
+    let [s, m] = register(&b, [("l", StateKind::List), ("m", StateKind::Map)]);
     let k = key("k");
     let mut views = Vec::new();
     let mut expected = Vec::new();
@@ -147,8 +144,7 @@ fn overlapping_views_each_keep_their_own_epoch() {
 fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
     const KEYS: usize = 64;
     let b = Arc::new(backend());
-    let v = b.register_state(&meta("v", StateKind::Value)).unwrap();
-    let l = b.register_state(&meta("l", StateKind::List)).unwrap();
+    let [v, l] = register(&b, [("v", StateKind::Value), ("l", StateKind::List)]);
     let writes = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Each writer rewrites its keys in order, round after round: value = round, and appends
@@ -261,20 +257,6 @@ fn writers_run_while_a_view_is_read_and_the_view_is_a_consistent_cut() {
     );
 }
 
-fn take(
-    b: &HeapBackend,
-    id: u64,
-    subtask: u32,
-    kind: SnapshotKind,
-) -> Box<dyn flowstate_api::SnapshotJob> {
-    b.snapshot(&SnapshotRequest {
-        checkpoint_id: CheckpointId(id),
-        subtask_index: subtask,
-        kind,
-    })
-    .unwrap()
-}
-
 /// What `b` holds, read through the public API, for every key of `fill`.
 fn observe(
     b: &HeapBackend,
@@ -296,8 +278,7 @@ fn observe(
             if !items.is_empty() {
                 out.insert((i, "l", ns.to_vec()), items.concat());
             }
-            let mut entries = b.map_entries(m, &k, ns).unwrap();
-            entries.sort();
+            let entries = sorted_entries(b, m, &k, ns);
             if !entries.is_empty() {
                 out.insert(
                     (i, "m", ns.to_vec()),
@@ -334,13 +315,8 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
     let whole = backend();
     let states = fill(&whole, N);
     for b in &old {
-        let ids = [
-            b.register_state(&meta("v", StateKind::Value)).unwrap(),
-            b.register_state(&meta("l", StateKind::List)).unwrap(),
-            b.register_state(&meta("m", StateKind::Map)).unwrap(),
-            b.register_state(&meta("r", StateKind::Reducing)).unwrap(),
-        ];
-        assert_eq!(ids, states);
+        // No keys: only the states, with the ids `whole` gave them.
+        assert_eq!(fill(b, 0), states);
         // Copy the owned part of `whole` through apply_rows-free public writes.
         let view = whole.snapshot_view();
         for kg in b.key_group_range().iter() {
@@ -356,7 +332,7 @@ fn snapshot_restores_into_the_same_and_other_ranges() {
                     RowValue::MapEntry { user_key, value } => {
                         b.map_put(row.state, &k, row.namespace, user_key, value)
                     }
-                    RowValue::Tombstone => unreachable!(),
+                    other => unreachable!("a full view has no {other:?} row"),
                 }
             })
             .unwrap();

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use flowstate_api::key_groups::{key_group_range_for_operator, KeyGroup};
 use flowstate_api::{
     CheckpointId, CheckpointStorage, KeyContext, KeyGroupRange, KeyedStateBackend,
-    KeyedStateHandle, MaxParallelism, Parallelism, SnapshotKind, SnapshotRequest, StateBackend,
-    StateBackendFactory, StateId, StateKind, StateMetadata,
+    KeyedStateHandle, SnapshotKind, SnapshotRequest, StateBackend, StateBackendFactory, StateId,
+    StateKind,
 };
+pub use flowstate_conformance::fixtures::{max, meta};
+use flowstate_conformance::fixtures::{range_of, raw_key};
 use flowstate_rocksdb::{RocksDbBackend, RocksDbBackendFactory};
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -20,22 +21,9 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-pub fn meta(name: &str, kind: StateKind) -> StateMetadata {
-    StateMetadata {
-        name: name.into(),
-        kind,
-        namespace_codec: "bytes".into(),
-        value_codec: "bytes".into(),
-        user_key_codec: (kind == StateKind::Map).then(|| "bytes".to_string()),
-    }
-}
-
-pub fn max128() -> MaxParallelism {
-    MaxParallelism::new(128).unwrap()
-}
-
-pub fn key(i: usize, max: MaxParallelism) -> KeyContext {
-    KeyContext::new(format!("key-{i}").into_bytes(), max)
+/// Key `i` of the data set: the bytes `key-{i}`, at the fixtures' max parallelism (128).
+pub fn key_of(i: usize) -> KeyContext {
+    raw_key(format!("key-{i}"))
 }
 
 /// The states of the data set, registered in this order.
@@ -58,9 +46,8 @@ pub const NAMESPACES: [&[u8]; 2] = [b"ns-a", b"ns-b"];
 /// Writes keys `0..n` (those the backend owns) in both namespaces, every kind; `round`
 /// changes the values so that a later round is distinguishable.
 pub fn load(b: &RocksDbBackend, s: &States, n: usize, round: u32) {
-    let max = b.max_parallelism();
     for i in 0..n {
-        let k = key(i, max);
+        let k = key_of(i);
         if !b.key_group_range().contains(k.key_group()) {
             continue;
         }
@@ -108,10 +95,10 @@ pub fn verify(b: &RocksDbBackend, s: &States, n: usize, round: u32) {
     let max = b.max_parallelism();
     let range = b.key_group_range();
     let owned: Vec<usize> = (0..n)
-        .filter(|i| range.contains(key(*i, max).key_group()))
+        .filter(|i| range.contains(key_of(*i).key_group()))
         .collect();
     let expected_keys: BTreeSet<Vec<u8>> =
-        owned.iter().map(|i| key(*i, max).key().to_vec()).collect();
+        owned.iter().map(|i| key_of(*i).key().to_vec()).collect();
     for ns in NAMESPACES {
         for state in [s.value, s.list, s.map] {
             let got: Vec<KeyContext> = b.keys(state, ns).unwrap();
@@ -129,7 +116,7 @@ pub fn verify(b: &RocksDbBackend, s: &States, n: usize, round: u32) {
             );
         }
         for &i in &owned {
-            let k = key(i, max);
+            let k = key_of(i);
             assert_eq!(
                 b.get(s.value, &k, ns).unwrap(),
                 Some(value_of(i, ns, round))
@@ -162,11 +149,9 @@ pub fn checkpoint(
     handle
 }
 
-pub fn ranges(max: MaxParallelism, p: u32) -> Vec<KeyGroupRange> {
-    let par = Parallelism::new(p).unwrap();
-    (0..p)
-        .map(|i| key_group_range_for_operator(max, par, i).unwrap())
-        .collect()
+/// The key-group ranges of `p` subtasks at the fixtures' max parallelism.
+pub fn ranges(p: u32) -> Vec<KeyGroupRange> {
+    (0..p).map(|i| range_of(p, i)).collect()
 }
 
 /// Creates `p` subtasks, loads the data set, checkpoints each (checkpoint `id`).
@@ -177,12 +162,11 @@ pub fn loaded_operator(
     n: usize,
     kind: SnapshotKind,
 ) -> Vec<KeyedStateHandle> {
-    let max = max128();
-    ranges(max, p)
+    ranges(p)
         .into_iter()
         .enumerate()
         .map(|(i, range)| {
-            let b = factory.create(max, range).unwrap();
+            let b = factory.create(max(), range).unwrap();
             let s = register(&b);
             load(&b, &s, n, 1);
             checkpoint(&b, storage, 1, i as u32, kind)
@@ -198,22 +182,13 @@ pub fn restore_and_verify(
     p: u32,
     n: usize,
 ) -> Vec<RocksDbBackend> {
-    let max = max128();
-    ranges(max, p)
+    ranges(p)
         .into_iter()
         .map(|range| {
-            let b = block_on(factory.restore(max, range, storage, handles)).unwrap();
-            let s = States {
-                value: b.register_state(&meta("value", StateKind::Value)).unwrap(),
-                list: b.register_state(&meta("list", StateKind::List)).unwrap(),
-                map: b.register_state(&meta("map", StateKind::Map)).unwrap(),
-            };
+            let b = block_on(factory.restore(max(), range, storage, handles)).unwrap();
+            let s = register(&b);
             verify(&b, &s, n, 1);
             b
         })
         .collect()
-}
-
-pub fn kg(v: u32) -> KeyGroup {
-    KeyGroup::new(v, max128()).unwrap()
 }

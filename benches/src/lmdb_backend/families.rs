@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flowstate_lmdb::keys::{map_entry_key, value_key};
+use flowstate_lmdb::key_layout::{map_entry_key, value_key};
 
 use super::RawEnv;
 use crate::error::{BenchError, Result};

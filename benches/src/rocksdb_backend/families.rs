@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flowstate_rocksdb::keys::prefix_successor;
+use flowstate_rocksdb::key_layout::prefix_successor;
 use flowstate_rocksdb::{map_entry_key, read_options, value_key, write_options};
 use rocksdb::{ReadOptions, WriteOptions};
 

@@ -8,37 +8,56 @@
 //! default a key that is exactly the postcard encoding of a printable string is shown as one.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
+use clap::builder::PossibleValue;
 use clap::ValueEnum;
 use flowstate_api::{Codec, SerdeCodec};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-/// How `inspect` reads keys (`--key-type`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+/// How `inspect` reads keys (`--key-type`): `auto`, `hex`, or as one of the primitives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum KeyType {
     /// A postcard string when the bytes are exactly one (printable), else hex only.
     Auto,
     /// Hex only.
     Hex,
-    String,
-    Bool,
-    Char,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
+    /// The postcard encoding of this type.
+    Typed(Primitive),
+}
+
+/// `--key-type`'s values: `auto`, `hex` and every primitive's name, listed once (in
+/// [`Primitive`]).
+impl ValueEnum for KeyType {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: OnceLock<Vec<KeyType>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            [KeyType::Auto, KeyType::Hex]
+                .into_iter()
+                .chain(
+                    Primitive::value_variants()
+                        .iter()
+                        .map(|p| KeyType::Typed(*p)),
+                )
+                .collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            KeyType::Auto => Some(PossibleValue::new("auto").help(
+                "A postcard string when the bytes are exactly one (printable), else hex only",
+            )),
+            KeyType::Hex => Some(PossibleValue::new("hex").help("Hex only")),
+            KeyType::Typed(primitive) => primitive.to_possible_value(),
+        }
+    }
 }
 
 /// The types `inspect` decodes.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Primitive {
     String,
     Bool,
@@ -104,27 +123,6 @@ fn primitive_named(type_name: &str) -> Option<Primitive> {
     })
 }
 
-impl KeyType {
-    fn primitive(self) -> Option<Primitive> {
-        Some(match self {
-            KeyType::Auto | KeyType::Hex => return None,
-            KeyType::String => Primitive::String,
-            KeyType::Bool => Primitive::Bool,
-            KeyType::Char => Primitive::Char,
-            KeyType::U8 => Primitive::U8,
-            KeyType::U16 => Primitive::U16,
-            KeyType::U32 => Primitive::U32,
-            KeyType::U64 => Primitive::U64,
-            KeyType::I8 => Primitive::I8,
-            KeyType::I16 => Primitive::I16,
-            KeyType::I32 => Primitive::I32,
-            KeyType::I64 => Primitive::I64,
-            KeyType::F32 => Primitive::F32,
-            KeyType::F64 => Primitive::F64,
-        })
-    }
-}
-
 /// A key decoded as `key_type` says; `None` when it does not decode (or is hex only).
 pub fn decode_key(key_type: KeyType, bytes: &[u8]) -> Option<Value> {
     match key_type {
@@ -134,7 +132,8 @@ pub fn decode_key(key_type: KeyType, bytes: &[u8]) -> Option<Value> {
             }
             _ => None,
         },
-        other => decode(other.primitive()?, bytes),
+        KeyType::Hex => None,
+        KeyType::Typed(primitive) => decode(primitive, bytes),
     }
 }
 
@@ -289,7 +288,19 @@ mod tests {
         assert_eq!(decode_key(KeyType::Auto, &key), Some("user-7".into()));
         assert_eq!(decode_key(KeyType::Hex, &key), None);
         assert_eq!(decode_key(KeyType::Auto, &encode(&7u64)), None);
-        assert_eq!(decode_key(KeyType::U64, &encode(&7u64)), Some(7.into()));
+        assert_eq!(
+            decode_key(KeyType::Typed(Primitive::U64), &encode(&7u64)),
+            Some(7.into())
+        );
+        let names: Vec<String> = KeyType::value_variants()
+            .iter()
+            .filter_map(|k| Some(k.to_possible_value()?.get_name().to_string()))
+            .collect();
+        assert_eq!(names[..4], ["auto", "hex", "string", "bool"]);
+        assert_eq!(
+            KeyType::from_str("u64", true),
+            Ok(KeyType::Typed(Primitive::U64))
+        );
         assert_eq!(hex(&key), "06757365722d37");
     }
 }

@@ -26,7 +26,8 @@ use flowstate_api::{
 };
 use serde_json::Value;
 
-use crate::output;
+use crate::output::{self, FileReport};
+use crate::resolve::{self, Chosen};
 use crate::restore::Reader;
 use decode::{decode_key, decode_with_codec, hex, KeyType};
 pub use report::*;
@@ -65,17 +66,8 @@ pub struct InspectArgs {
 }
 
 pub async fn run(args: InspectArgs) -> Result<()> {
-    let storage = CheckpointStorage::open_existing(&args.storage)
-        .with_context(|| format!("opening the checkpoint storage {}", args.storage))?;
-    let ids = storage
-        .list_checkpoints()
-        .await
-        .with_context(|| format!("listing the checkpoints of {storage}"))?;
-    let id = choose_checkpoint(&storage, &ids, args.checkpoint)?;
-    let manifest = storage
-        .read_manifest(id)
-        .await
-        .with_context(|| format!("reading checkpoint {id} of {storage}"))?;
+    let storage = resolve::open_read_only(&args.storage)?;
+    let Chosen { ids, manifest } = resolve::read_checkpoint(&storage, args.checkpoint).await?;
     let scope = Scope::new(&manifest, &args)?;
     let report = inspect(&storage, &manifest, &ids, &scope, &args).await?;
     if args.json {
@@ -83,34 +75,6 @@ pub async fn run(args: InspectArgs) -> Result<()> {
     } else {
         print::human(&report);
         Ok(())
-    }
-}
-
-/// The checkpoint asked for, or the latest; an error naming what exists otherwise.
-pub fn choose_checkpoint(
-    storage: &CheckpointStorage,
-    ids: &[CheckpointId],
-    wanted: Option<u64>,
-) -> Result<CheckpointId> {
-    let Some(latest) = ids.last() else {
-        bail!("{storage} holds no checkpoints (no chk-*/_manifest.json)");
-    };
-    match wanted {
-        None => Ok(*latest),
-        Some(id) if ids.contains(&CheckpointId(id)) => Ok(CheckpointId(id)),
-        Some(id) => bail!(
-            "checkpoint {id} does not exist in {storage}: it holds {}",
-            list_ids(ids)
-        ),
-    }
-}
-
-/// `checkpoint 4` or `checkpoints 3, 4`.
-pub fn list_ids(ids: &[CheckpointId]) -> String {
-    let joined: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    match ids {
-        [_] => format!("checkpoint {}", joined.join("")),
-        _ => format!("checkpoints {}", joined.join(", ")),
     }
 }
 
@@ -250,10 +214,7 @@ async fn inspect(
             bytes: walked.key_groups.iter().map(|k| k.bytes).sum(),
             non_empty_key_groups: walked.key_groups.iter().filter(|k| k.rows > 0).count() as u32,
             key_group_stats: walked.key_groups,
-            operator_file: handle.operator.as_ref().map(|f| FileReport {
-                path: f.path.clone(),
-                bytes: f.size,
-            }),
+            operator_file: handle.operator.as_ref().map(FileReport::from),
             operator_states,
         });
         bar.inc(1);
@@ -313,14 +274,10 @@ fn state_report(meta: &StateMetadata) -> StateReport {
 }
 
 fn handle_report(handle: &KeyedStateHandle) -> HandleReport {
-    let (kind, backend) = match handle {
-        KeyedStateHandle::Canonical { .. } => ("canonical", None),
-        KeyedStateHandle::Changelog { .. } => ("changelog", None),
-        KeyedStateHandle::Native { backend, .. } => ("native", Some(backend.clone())),
-    };
+    let (kind, backend) = output::handle_kind(handle);
     HandleReport {
         kind: kind.into(),
-        backend,
+        backend: backend.map(str::to_string),
         files: handle.files().len(),
         bytes: handle.total_size(),
         description: handle.describe(),
@@ -389,6 +346,7 @@ fn walk(
                         ("map-entry", Some(user_key.to_vec()), Some(value.to_vec()))
                     }
                     RowValue::Tombstone => ("tombstone", None, None),
+                    _ => ("other", None, None),
                 };
                 kept.push(OwnedRow {
                     state: row.state,
@@ -478,6 +436,7 @@ fn operator_state(
         OperatorStateMode::List(Redistribution::EvenSplit) => "even-split",
         OperatorStateMode::List(Redistribution::Union) => "union",
         OperatorStateMode::Broadcast => "broadcast",
+        _ => "other",
     };
     let value = |v: &[u8]| decode_with_codec(&meta.value_codec, v);
     let key = |k: &[u8]| {
@@ -513,6 +472,8 @@ fn operator_state(
                 })
                 .collect(),
         ),
+        // Contents of a kind this build cannot show.
+        _ => (0, 0, Vec::new()),
     };
     OperatorStateReport {
         name: meta.name.clone(),

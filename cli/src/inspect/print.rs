@@ -5,7 +5,7 @@ use super::{
     InspectReport, KeyGroupReport, OperatorEntryReport, OperatorStateReport, RowReport,
     SubtaskReport,
 };
-use crate::output::human_bytes;
+use crate::output::{aligned, human_bytes, plural};
 
 /// Non-empty key groups listed per line.
 const KEY_GROUPS_PER_LINE: usize = 4;
@@ -64,11 +64,11 @@ pub fn human(report: &InspectReport) {
                 human_bytes(s.bytes),
             ]);
         }
-        table(&rows, "  ");
+        print!("{}", aligned(&rows, "  "));
     }
     println!(
         "total: {}, {} in the canonical encoding",
-        rows(report.rows),
+        plural(report.rows, "row"),
         human_bytes(report.bytes)
     );
     for subtask in &report.subtasks {
@@ -98,7 +98,7 @@ fn print_subtask(s: &SubtaskReport, limit: usize) {
     );
     println!(
         "  {} ({}) in {} of {} key group{} shown",
-        rows(s.rows),
+        plural(s.rows, "row"),
         human_bytes(s.bytes),
         s.non_empty_key_groups,
         s.key_group_stats.len(),
@@ -199,7 +199,7 @@ fn print_rows(kg: &KeyGroupReport) {
         }
     );
     let rows: Vec<Vec<String>> = kg.rows_shown.iter().map(row_cells).collect();
-    table(&rows, "    ");
+    print!("{}", aligned(&rows, "    "));
 }
 
 fn row_cells(r: &RowReport) -> Vec<String> {
@@ -230,42 +230,10 @@ fn row_cells(r: &RowReport) -> Vec<String> {
     vec![r.state.clone(), key, "=".into(), value, raw]
 }
 
-/// `1 row`, `2 rows`.
-fn rows(n: u64) -> String {
-    format!("{n} row{}", if n == 1 { "" } else { "s" })
-}
-
 /// The decoded form when there is one, else `0x<hex>`.
 fn decoded_or_hex(decoded: Option<&serde_json::Value>, hex: &str) -> String {
     match decoded {
         Some(value) => show(value),
         None => format!("0x{hex}"),
-    }
-}
-
-/// Prints rows with every column but the last padded to its widest cell.
-fn table(rows: &[Vec<String>], indent: &str) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let mut line = String::from(indent);
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let pad = widths[c].saturating_sub(cell.chars().count());
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        println!("{}", line.trim_end());
     }
 }

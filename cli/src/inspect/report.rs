@@ -1,9 +1,10 @@
 //! `inspect`'s report: what `--json` prints, field by field. The field names are part of the
 //! CLI's interface.
 
-use flowstate_api::KeyGroupRange;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::output::{FileReport, KeyGroupSpan};
 
 /// `inspect --json`. Field names are part of the CLI's interface.
 #[derive(Serialize, Debug)]
@@ -55,7 +56,7 @@ pub struct StateReport {
 pub struct SubtaskReport {
     pub index: u32,
     /// The subtask's key groups, inclusive.
-    pub key_groups: RangeReport,
+    pub key_groups: KeyGroupSpan,
     /// Its keyed state handle; `null` when the subtask recorded none.
     pub handle: Option<HandleReport>,
     /// Rows and bytes over the key groups shown.
@@ -72,21 +73,6 @@ pub struct SubtaskReport {
     pub operator_states: Vec<OperatorStateReport>,
 }
 
-#[derive(Serialize, Debug, Clone, Copy)]
-pub struct RangeReport {
-    pub start: u32,
-    pub end: u32,
-}
-
-impl From<KeyGroupRange> for RangeReport {
-    fn from(range: KeyGroupRange) -> Self {
-        Self {
-            start: range.start().get(),
-            end: range.end().get(),
-        }
-    }
-}
-
 /// A keyed state handle.
 #[derive(Serialize, Debug)]
 pub struct HandleReport {
@@ -97,12 +83,6 @@ pub struct HandleReport {
     pub files: usize,
     pub bytes: u64,
     pub description: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct FileReport {
-    pub path: String,
-    pub bytes: u64,
 }
 
 /// One key group. A row is what a snapshot stores: the value of a (key, namespace) of a

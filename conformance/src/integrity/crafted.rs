@@ -11,13 +11,9 @@ use flowstate_api::{
     KeyedStateHandle, MaxParallelism, RowValue, StateBackendFactory, StateKind,
 };
 
-use super::{dump, state, try_restore};
-use crate::fixtures::{key, max_parallelism};
+use super::{dump, state};
+use crate::fixtures::{key, max, try_restore};
 use crate::harness::block_on;
-
-fn max() -> MaxParallelism {
-    max_parallelism()
-}
 
 fn range(start: u32, end: u32) -> KeyGroupRange {
     KeyGroupRange::new(start, end).unwrap()
@@ -166,15 +162,18 @@ fn crafted_files_restore<F: StateBackendFactory>(factory: &F, c: &Crafting) {
     let (a, b, cc) = &c.keys;
     let full = c.put("good-full", &Crafting::with_lineage(c.full(), 1));
     let delta = c.put("good-delta", &c.delta(2, &full));
-    let handles = [canonical(max().full_range(), &full)];
-    let restored = try_restore(
-        factory,
-        max().full_range(),
-        &c.storage,
-        &handles,
-        "crafted full",
-    )
-    .unwrap_or_else(|e| panic!("a well-formed crafted full file restores: {e}"));
+    let restore = |handle: KeyedStateHandle, what: &str| {
+        try_restore(
+            factory,
+            max(),
+            max().full_range(),
+            &c.storage,
+            &[handle],
+            what,
+        )
+        .unwrap_or_else(|e| panic!("a well-formed {what} restores: {e}"))
+    };
+    let restored = restore(canonical(max().full_range(), &full), "crafted full file");
     let states = crafted_metadata(SnapshotFileKind::Full, max().full_range()).states;
     let [v, l, m] = [0, 1, 2].map(|i| restored.register_state(&states[i]).unwrap());
     assert_eq!(
@@ -198,15 +197,7 @@ fn crafted_files_restore<F: StateBackendFactory>(factory: &F, c: &Crafting) {
         Some(&b"vc"[..])
     );
 
-    let handles = [chain(&full, &[&delta])];
-    let restored = try_restore(
-        factory,
-        max().full_range(),
-        &c.storage,
-        &handles,
-        "crafted chain",
-    )
-    .unwrap_or_else(|e| panic!("a well-formed crafted chain restores: {e}"));
+    let restored = restore(chain(&full, &[&delta]), "crafted chain");
     let dumped = dump(&restored).unwrap();
     let get = |state: &str, k: &KeyContext| {
         dumped
@@ -471,7 +462,14 @@ pub fn crafted_files_are_refused<F: StateBackendFactory>(factory: &F) {
     for case in cases {
         let what = format!("{}: {}", factory.name(), case.what);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            try_restore(factory, case.target, &c.storage, &case.handles, &what)
+            try_restore(
+                factory,
+                max(),
+                case.target,
+                &c.storage,
+                &case.handles,
+                &what,
+            )
         }));
         match result {
             Err(_) => failures.push(format!("{what}: panicked")),
@@ -494,7 +492,7 @@ pub fn crafted_files_are_refused<F: StateBackendFactory>(factory: &F) {
         canonical(range(64, 127), &other_max),
     ];
     let what = "a second file of max parallelism 256";
-    match try_restore(factory, whole, &c.storage, &handles, what) {
+    match try_restore(factory, max(), whole, &c.storage, &handles, what) {
         Err(Error::MaxParallelismMismatch {
             snapshot: 256,
             configured: 128,

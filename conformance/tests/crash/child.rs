@@ -4,28 +4,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
-use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use flowstate_api::lifecycle::{CheckpointLifecycle, RetentionPolicy};
+use flowstate_api::lifecycle::RetentionPolicy;
 use flowstate_api::{CheckpointStorage, SnapshotKind};
 use flowstate_conformance::dataset::{Job, Model};
-use flowstate_conformance::fixtures::{max_parallelism, parallelism, Rng};
+use flowstate_conformance::fixtures::{
+    max_parallelism, open_lifecycle, parallelism, ForwardingStore, Intercept, Rng,
+};
 use flowstate_conformance::harness::{
-    abort_with_lifecycle, block_on, checkpoint_with_lifecycle, create_operator,
+    abort_with_lifecycle, checkpoint_with_lifecycle, create_operator,
 };
 use flowstate_heap::HeapBackendFactory;
 use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-};
+use object_store::{ObjectStore, PutOptions, PutPayload, PutResult};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -203,13 +200,16 @@ impl Hook {
     }
 }
 
-/// The local-disk store of [`CheckpointStorage::local`] (fsync on), with the crash point of
-/// [`Hook`] on manifest puts and deletes.
+/// The crash points of [`Hook`] on manifest puts and deletes; every other call passes
+/// through.
 #[derive(Debug)]
-struct CrashStore {
-    inner: Arc<dyn ObjectStore>,
+struct CrashPoints {
     hook: Arc<Hook>,
 }
+
+/// The local-disk store of [`CheckpointStorage::local`] (fsync on), with the crash points of
+/// [`Hook`] on manifest puts and deletes.
+type CrashStore = ForwardingStore<Arc<dyn ObjectStore>, CrashPoints>;
 
 impl fmt::Debug for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,22 +217,19 @@ impl fmt::Debug for Hook {
     }
 }
 
-impl fmt::Display for CrashStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CrashStore({})", self.inner)
-    }
-}
-
 #[async_trait]
-impl ObjectStore for CrashStore {
+impl Intercept for CrashPoints {
+    const NAME: &'static str = "CrashStore";
+
     async fn put_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         if !location.as_ref().ends_with("_manifest.json") {
-            return self.inner.put_opts(location, payload, opts).await;
+            return inner.put_opts(location, payload, opts).await;
         }
         let hook = &self.hook;
         let n = hook.manifest_puts.fetch_add(1, Ordering::SeqCst) + 1;
@@ -253,43 +250,20 @@ impl ObjectStore for CrashStore {
                 hook.crash(&format!("staged manifest {location}"))
             }
             Some(Point::AfterManifest) => {
-                self.inner.put_opts(location, payload, opts).await?;
+                inner.put_opts(location, payload, opts).await?;
                 hook.published.store(true, Ordering::SeqCst);
                 hook.crash(&format!("after manifest {location}"))
             }
             _ => {}
         }
-        let result = self.inner.put_opts(location, payload, opts).await?;
+        let result = inner.put_opts(location, payload, opts).await?;
         hook.published.store(true, Ordering::SeqCst);
         Ok(result)
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
     fn delete_stream(
         &self,
+        inner: &dyn ObjectStore,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let hook = self.hook.clone();
@@ -305,33 +279,7 @@ impl ObjectStore for CrashStore {
                 location
             })
             .boxed();
-        self.inner.delete_stream(hooked)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.inner.rename_opts(from, to, options).await
+        inner.delete_stream(hooked)
     }
 }
 
@@ -351,13 +299,12 @@ pub fn policy(retention: usize) -> RetentionPolicy {
 
 /// The child's job (also the parent's dry run): [`STEPS`] over a two-subtask operator.
 pub fn run_job(hook: Arc<Hook>, retention: usize) {
-    let store = CrashStore {
-        inner: local_store(&hook.store_dir),
-        hook: hook.clone(),
-    };
+    let store: CrashStore = ForwardingStore::with(
+        local_store(&hook.store_dir),
+        CrashPoints { hook: hook.clone() },
+    );
     let storage = CheckpointStorage::new(Arc::new(store), "");
-    let mut lifecycle =
-        block_on(CheckpointLifecycle::open(storage, policy(retention))).expect("open lifecycle");
+    let mut lifecycle = open_lifecycle(&storage, retention);
     let subtasks = create_operator(
         &HeapBackendFactory::new(),
         max_parallelism(),

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use flowstate_api::lifecycle::CheckpointLifecycle;
 use flowstate_api::{CheckpointId, CheckpointStorage, SnapshotKind, StateBackendFactory};
 use flowstate_conformance::dataset::{Job, Model};
-use flowstate_conformance::fixtures::{max_parallelism, parallelism, Rng};
+use flowstate_conformance::fixtures::{max_parallelism, parallelism, retained_paths, Rng};
 use flowstate_conformance::harness::{
     block_on, checkpoint_with_lifecycle, create_operator, restore_operator,
 };
@@ -266,15 +266,7 @@ fn strays(
     lifecycle: &CheckpointLifecycle,
     kept: impl Fn(&str) -> bool,
 ) -> Vec<String> {
-    let mut allowed: BTreeSet<String> = BTreeSet::new();
-    for id in lifecycle.completed() {
-        let manifest = lifecycle.manifest(id).expect("a retained manifest");
-        allowed.extend(manifest.files().into_iter().map(|f| f.path.clone()));
-        allowed.insert(format!(
-            "{}/_manifest.json",
-            CheckpointStorage::checkpoint_dir(id)
-        ));
-    }
+    let allowed = retained_paths(lifecycle);
     let (mut files, mut empty) = (Vec::new(), Vec::new());
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {

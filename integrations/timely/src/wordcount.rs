@@ -14,7 +14,7 @@
 //! fired again after a restore rewrites identical files: together with checkpoints every
 //! `checkpoint-every` rounds, the output is exactly-once whatever fails.
 //!
-//! [`reference`] computes the exact expected output and state single-threaded; [`verify`]
+//! [`reference()`] computes the exact expected output and state single-threaded; [`verify`]
 //! compares a finished run's output files and final checkpoint with it.
 
 use std::collections::BTreeMap;
@@ -460,7 +460,7 @@ pub struct Verification {
     pub records: u64,
 }
 
-/// Compares a finished run with [`reference`]: every output file, and the state of the latest
+/// Compares a finished run with [`reference()`]: every output file, and the state of the latest
 /// checkpoint restored at parallelism 1 on `factory` (every word's total and per-partition
 /// counts; no window left unfired). Any difference is an error naming it.
 pub fn verify(

@@ -1,0 +1,188 @@
+//! Hand-written sequences run before the random cases: the cases proptest's file
+//! persistence would keep, written down where a library used from other crates can hold them.
+
+use flowstate_api::SnapshotKind::{Full, Incremental};
+
+use super::ops::Op::*;
+use super::ops::{Elements, Mergeable, Op, StateSel};
+
+/// A hand-written case run before the random ones.
+pub(super) struct Regression {
+    pub(super) name: &'static str,
+    pub(super) max_parallelism: u32,
+    pub(super) parallelism: u32,
+    pub(super) ops: &'static [Op],
+}
+
+#[rustfmt::skip]
+pub(super) const REGRESSIONS: &[Regression] = &[
+    Regression {
+        name: "clear then add starts from nothing",
+        max_parallelism: 128,
+        parallelism: 2,
+        ops: &[
+            ListAdd { key: 1, ns: 0, value: 7 },
+            SumAdd { key: 1, ns: 0, value: 5 },
+            MeanAdd { key: 1, ns: 0, value: 10 },
+            MapPut { key: 1, ns: 0, user_key: 2, value: 3 },
+            Checkpoint(Incremental),
+            Clear { state: StateSel::List, key: 1, ns: 0 },
+            Clear { state: StateSel::Sum, key: 1, ns: 0 },
+            Clear { state: StateSel::Mean, key: 1, ns: 0 },
+            Clear { state: StateSel::Map, key: 1, ns: 0 },
+            ListAdd { key: 1, ns: 0, value: 8 },
+            SumAdd { key: 1, ns: 0, value: -2 },
+            MeanAdd { key: 1, ns: 0, value: 4 },
+            MapPut { key: 1, ns: 0, user_key: 5, value: 6 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 3 },
+        ],
+    },
+    Regression {
+        name: "merge into an absent target",
+        max_parallelism: 16,
+        parallelism: 1,
+        ops: &[
+            ListAddAll { key: 4, ns: 1, values: Elements::of(&[1, 2, 3]) },
+            SumAdd { key: 4, ns: 1, value: 9 },
+            MeanAdd { key: 4, ns: 1, value: 3 },
+            MergeNamespaces { state: Mergeable::List, key: 4, target: 0, target_in_sources: false },
+            MergeNamespaces { state: Mergeable::Sum, key: 4, target: 0, target_in_sources: true },
+            MergeNamespaces { state: Mergeable::Mean, key: 4, target: 0, target_in_sources: false },
+            // Both sides present, then an absent source.
+            ListAdd { key: 4, ns: 1, value: 4 },
+            MergeNamespaces { state: Mergeable::List, key: 4, target: 0, target_in_sources: true },
+            MergeNamespaces { state: Mergeable::Sum, key: 4, target: 0, target_in_sources: false },
+            Checkpoint(Full),
+            Restore { parallelism: 4 },
+        ],
+    },
+    Regression {
+        name: "rescale after removing everything",
+        max_parallelism: 128,
+        parallelism: 3,
+        ops: &[
+            ValuePut { key: 0, ns: 0, value: 1 },
+            ValuePut { key: 17, ns: 1, value: 2 },
+            ListAdd { key: 5, ns: 0, value: 1 },
+            MapPut { key: 9, ns: 1, user_key: 0, value: 1 },
+            MapPut { key: 9, ns: 1, user_key: 1, value: 2 },
+            SumAdd { key: 30, ns: 0, value: 3 },
+            MeanAdd { key: 31, ns: 1, value: 3 },
+            Checkpoint(Incremental),
+            Clear { state: StateSel::Value, key: 0, ns: 0 },
+            ClearEveryKey { state: StateSel::Value, ns: 1 },
+            ListUpdate { key: 5, ns: 0, values: Elements::of(&[]) },
+            MapRemove { key: 9, ns: 1, user_key: 0 },
+            MapRemove { key: 9, ns: 1, user_key: 1 },
+            ClearEveryKey { state: StateSel::Sum, ns: 0 },
+            Clear { state: StateSel::Mean, key: 31, ns: 1 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 5 },
+            Checkpoint(Full),
+            Restore { parallelism: 1 },
+        ],
+    },
+    Regression {
+        name: "an aborted checkpoint's changes stay in the next delta",
+        max_parallelism: 128,
+        parallelism: 2,
+        ops: &[
+            ValuePut { key: 1, ns: 0, value: 1 },
+            Checkpoint(Incremental),
+            ValuePut { key: 2, ns: 0, value: 2 },
+            Clear { state: StateSel::Value, key: 1, ns: 0 },
+            AbortedCheckpoint(Incremental),
+            ValuePut { key: 3, ns: 0, value: 3 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 2 },
+        ],
+    },
+    Regression {
+        name: "restore without a completed checkpoint starts empty",
+        max_parallelism: 16,
+        parallelism: 2,
+        ops: &[
+            ValuePut { key: 1, ns: 0, value: 1 },
+            AbortedCheckpoint(Full),
+            Restore { parallelism: 3 },
+            ListAdd { key: 1, ns: 1, value: 1 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 1 },
+        ],
+    },
+    Regression {
+        name: "writes after a restore do not leak into the checkpoint restored again",
+        max_parallelism: 16,
+        parallelism: 5,
+        ops: &[
+            ListAddAll { key: 2, ns: 0, values: Elements::of(&[1, 2]) },
+            MapPut { key: 3, ns: 1, user_key: 1, value: 1 },
+            Checkpoint(Incremental),
+            ListAdd { key: 2, ns: 0, value: 3 },
+            Restore { parallelism: 4 },
+            ListAdd { key: 2, ns: 0, value: 4 },
+            MapRemove { key: 3, ns: 1, user_key: 1 },
+            Checkpoint(Incremental),
+            ValuePut { key: 8, ns: 0, value: 8 },
+            Restore { parallelism: 2 },
+            ListUpdate { key: 2, ns: 0, values: Elements::of(&[9]) },
+            Restore { parallelism: 1 },
+        ],
+    },
+    Regression {
+        name: "writes after the synchronous part are in the next checkpoint, not this one",
+        max_parallelism: 128,
+        parallelism: 2,
+        ops: &[
+            ValuePut { key: 1, ns: 0, value: 1 },
+            ListAdd { key: 2, ns: 1, value: 1 },
+            MapPut { key: 3, ns: 0, user_key: 0, value: 1 },
+            CaptureCheckpoint(Incremental),
+            ValuePut { key: 1, ns: 0, value: 2 },
+            ListAdd { key: 2, ns: 1, value: 2 },
+            MapRemove { key: 3, ns: 0, user_key: 0 },
+            CompleteCaptured,
+            Restore { parallelism: 3 },
+            SumAdd { key: 4, ns: 0, value: 1 },
+            CaptureCheckpoint(Incremental),
+            SumAdd { key: 4, ns: 0, value: 2 },
+            Clear { state: StateSel::List, key: 2, ns: 1 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 1 },
+        ],
+    },
+    Regression {
+        // Found on the heap backend: its next incremental checkpoint still built on the
+        // chain of checkpoint 1, whose base retention had deleted once checkpoint 2 completed.
+        name: "incremental after a completed full checkpoint",
+        max_parallelism: 16,
+        parallelism: 1,
+        ops: &[
+            ValuePut { key: 1, ns: 0, value: 1 },
+            Checkpoint(Incremental),
+            ValuePut { key: 2, ns: 0, value: 2 },
+            Checkpoint(Full),
+            ValuePut { key: 3, ns: 0, value: 3 },
+            Checkpoint(Incremental),
+            Restore { parallelism: 2 },
+        ],
+    },
+    Regression {
+        name: "list update: empty on absent, replace, clear, append",
+        max_parallelism: 128,
+        parallelism: 1,
+        ops: &[
+            ListUpdate { key: 6, ns: 0, values: Elements::of(&[]) },
+            ListUpdate { key: 6, ns: 0, values: Elements::of(&[1, 2]) },
+            ListAddAll { key: 6, ns: 0, values: Elements::of(&[]) },
+            Checkpoint(Incremental),
+            ListUpdate { key: 6, ns: 0, values: Elements::of(&[]) },
+            ListAdd { key: 6, ns: 0, value: 3 },
+            Checkpoint(Incremental),
+            ListUpdate { key: 6, ns: 0, values: Elements::of(&[4, 5, 6]) },
+            AbortedCheckpoint(Incremental),
+            Restore { parallelism: 2 },
+        ],
+    },
+];
