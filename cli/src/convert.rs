@@ -97,15 +97,16 @@ pub async fn run(args: ConvertArgs) -> Result<()> {
     check_not_overlapping(&source, &args.to)?;
     let target = CheckpointStorage::open(&args.to)
         .with_context(|| format!("opening the target storage {}", args.to))?;
-    check_empty(&target).await?;
+    resolve::require_empty(
+        &target,
+        "convert writes only into an empty storage and never overwrites: choose a new directory or prefix",
+    )
+    .await?;
 
     let json = args.json;
     let report = match convert(&source, &manifest, &target, parallelism, json).await {
         Ok(report) => report,
-        Err(error) => {
-            remove_bookkeeping(&target).await;
-            return Err(error);
-        }
+        Err(error) => return Err(empty_again(&target, error).await),
     };
     if json {
         output::print_json(&report)
@@ -160,6 +161,7 @@ async fn convert(
     // The converted subtasks are gone: there is no one to tell.
     let completed = checkpoint
         .finish::<Restored>(&[])
+        .await
         .with_context(|| format!("writing the converted checkpoint to {target}"))?;
     let written = &completed.manifest;
     let files = written.files();
@@ -242,7 +244,7 @@ fn handle_kinds(manifest: &CheckpointManifest) -> Vec<String> {
 /// Refuses a target that is the source, lies inside it or contains it: the coordinator
 /// writing there would collect the source's files as garbage (or the source's its).
 fn check_not_overlapping(source: &CheckpointStorage, to: &str) -> Result<()> {
-    let relation = match (source.local_dir(), local_dir_of(to)) {
+    let relation = match (source.local_dir(), CheckpointStorage::local_path_of(to)) {
         (Some(source_dir), Some(target)) => {
             let target = absolute_path(&target)
                 .with_context(|| format!("resolving the target directory {to}"))?;
@@ -285,18 +287,6 @@ fn relation(target: &Path, source: &Path) -> Option<&'static str> {
     }
 }
 
-/// The local directory a location names (a plain path or a `file://` URL), as
-/// [`CheckpointStorage::open`] reads it.
-fn local_dir_of(location: &str) -> Option<PathBuf> {
-    if let Some(path) = location.strip_prefix("file://") {
-        Some(PathBuf::from(path))
-    } else if location.contains("://") || location.trim().is_empty() {
-        None
-    } else {
-        Some(PathBuf::from(location))
-    }
-}
-
 /// `path` made absolute without creating anything: its longest existing ancestor resolved
 /// (symbolic links followed), the rest appended with `.` and `..` applied.
 fn absolute_path(path: &Path) -> Result<PathBuf> {
@@ -333,43 +323,33 @@ fn absolute_path(path: &Path) -> Result<PathBuf> {
     Ok(absolute)
 }
 
-/// Refuses a target that holds anything: checkpoints of another job, or files a coordinator
-/// would collect.
-async fn check_empty(target: &CheckpointStorage) -> Result<()> {
-    let files = target
-        .list("")
-        .await
-        .with_context(|| format!("listing the target storage {target}"))?;
-    if files.is_empty() {
-        return Ok(());
-    }
-    let checkpoints = target.list_checkpoints().await.unwrap_or_default();
-    let what = if checkpoints.is_empty() {
-        format!(
-            "{} file{} (such as {})",
-            files.len(),
-            if files.len() == 1 { "" } else { "s" },
-            files[0].0
-        )
-    } else {
-        resolve::list_ids(&checkpoints)
-    };
-    bail!(
-        "the target storage {target} is not empty: it holds {what}. convert writes only into an empty storage and never overwrites: choose a new directory or prefix"
-    )
-}
-
-/// After a failed conversion: the coordinator aborted the checkpoint and deleted its files;
-/// what remains is its own bookkeeping (fencing epochs, the registry copy), removed so the
-/// target is empty again and the conversion can be retried. Best effort.
-async fn remove_bookkeeping(target: &CheckpointStorage) {
-    let Ok(files) = target.list("").await else {
-        return;
-    };
-    for (path, _) in files {
-        if path.starts_with("_coordinator/") || path == "_shared_registry.json" {
-            let _ = target.delete(&path).await;
+/// After a failed conversion: the target was empty when it began, so everything in it now is
+/// the conversion's own (the aborted checkpoint's files, if the coordinator could not delete
+/// them all, its fencing epochs and registry copy). Deletes it all so a retry finds an empty
+/// target; what cannot be deleted is named in the error.
+async fn empty_again(target: &CheckpointStorage, error: anyhow::Error) -> anyhow::Error {
+    let files = match target.list("").await {
+        Ok(files) => files,
+        Err(e) => {
+            return error.context(format!(
+                "the conversion failed, and listing {target} to remove its partial output failed too ({e}): delete what it holds before retrying"
+            ))
         }
+    };
+    let mut left = Vec::new();
+    for (path, _) in files {
+        if target.delete(&path).await.is_err() {
+            left.push(path);
+        }
+    }
+    if left.is_empty() {
+        error
+    } else {
+        error.context(format!(
+            "the conversion failed and {} of its files could not be removed from {target} (such as {}): delete them before retrying",
+            left.len(),
+            left[0]
+        ))
     }
 }
 

@@ -39,6 +39,7 @@ use flowstate_runtime::{
     DynStateBackendFactory, Subtask,
 };
 
+use crate::resolve;
 use workload::{
     Workload, DEFAULT_BATCH, DEFAULT_KEYS, DEFAULT_MAX_PARALLELISM, DEFAULT_PARTITIONS,
     FINAL_ROUND, RULES,
@@ -265,8 +266,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let factory = backend.build()?;
     let temp;
     let storage = match &args.storage {
-        Some(location) => CheckpointStorage::open(location)
-            .with_context(|| format!("opening the checkpoint storage {location}"))?,
+        Some(location) => {
+            let storage = CheckpointStorage::open(location)
+                .with_context(|| format!("opening the checkpoint storage {location}"))?;
+            // The demo is a job of its own: on another job's storage its coordinator would
+            // fence that job off and apply the demo's retention to its checkpoints.
+            resolve::require_empty(
+                &storage,
+                "the demo runs its own job and writes only into an empty storage: give it a new directory or prefix",
+            )
+            .await?;
+            storage
+        }
         None => {
             temp = tempfile::tempdir().context("creating a temporary checkpoint directory")?;
             CheckpointStorage::local(temp.path())?

@@ -98,6 +98,30 @@ pub fn parallelism_for(p: u32, manifest: &CheckpointManifest) -> Result<Parallel
     parallelism_within(p, max, &source)
 }
 
+/// Refuses a storage that holds anything (checkpoints of a job, or files a coordinator would
+/// collect) before a command that writes checkpoints opens a coordinator on it: opening one
+/// fences off the job already using the storage and applies retention to its checkpoints.
+/// `rule` says what the command does instead (the end of the message).
+pub async fn require_empty(storage: &CheckpointStorage, rule: &str) -> Result<()> {
+    let files = storage
+        .list("")
+        .await
+        .with_context(|| format!("listing the storage {storage}"))?;
+    let Some((first, _)) = files.first() else {
+        return Ok(());
+    };
+    let checkpoints = storage.list_checkpoints().await.unwrap_or_default();
+    let what = if checkpoints.is_empty() {
+        format!(
+            "{} (such as {first})",
+            crate::output::plural(files.len(), "file")
+        )
+    } else {
+        list_ids(&checkpoints)
+    };
+    bail!("the storage {storage} is not empty: it holds {what}. {rule}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,6 +248,21 @@ async fn verify_checkpoint(
 
     let found = files::check_manifest_files(storage, id, &manifest, bar).await;
     report.problems.extend(found.problems);
+    // Every subtask's restore first reads the first keyed handle's first file (its max
+    // parallelism check): when that file has a problem, every restore would fail on it, and
+    // reporting it once is enough.
+    let first_file = manifest.subtasks.iter().find_map(|s| match &s.keyed {
+        Some(
+            handle @ (KeyedStateHandle::Canonical { .. } | KeyedStateHandle::Changelog { .. }),
+        ) => handle.files().first().map(|f| f.path.clone()),
+        _ => None,
+    });
+    let first_file_damaged = first_file.is_some_and(|first| {
+        report
+            .problems
+            .iter()
+            .any(|p| p.file.as_deref() == Some(first.as_str()))
+    });
     let parallelism = manifest.parallelism;
     for index in 0..parallelism.get() {
         bar.inc(1);
@@ -255,23 +270,24 @@ async fn verify_checkpoint(
             .subtasks
             .get(index as usize)
             .and_then(|s| s.keyed.as_ref());
-        let result = if !check.accepted || found.damaged_keyed.contains(&index) {
-            report.subtasks_skipped += 1;
-            Ok(())
-        } else if found.damaged_operator {
-            // Every subtask's restore reads every operator-state file, so it would fail on
-            // the damaged one. Native keyed state, which only its backend reads, is still
-            // restored alone so its contents are checked too.
-            report.subtasks_skipped += 1;
-            restore_native_alone(storage, &manifest, keyed).await
-        } else {
-            let restored = reader.restore(storage, &manifest, parallelism, index).await;
-            match &restored {
-                Ok(_) => report.subtasks_restored += 1,
-                Err(_) => report.subtasks_failed += 1,
-            }
-            restored.map(drop)
-        };
+        let result =
+            if !check.accepted || found.damaged_keyed.contains(&index) || first_file_damaged {
+                report.subtasks_skipped += 1;
+                Ok(())
+            } else if found.damaged_operator {
+                // Every subtask's restore reads every operator-state file, so it would fail on
+                // the damaged one. Native keyed state, which only its backend reads, is still
+                // restored alone so its contents are checked too.
+                report.subtasks_skipped += 1;
+                restore_native_alone(storage, &manifest, keyed).await
+            } else {
+                let restored = reader.restore(storage, &manifest, parallelism, index).await;
+                match &restored {
+                    Ok(_) => report.subtasks_restored += 1,
+                    Err(_) => report.subtasks_failed += 1,
+                }
+                restored.map(drop)
+            };
         if let Err(e) = result {
             let message = error_text(e);
             // The file the failure names, if it names one of the checkpoint's.

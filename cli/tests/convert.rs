@@ -255,6 +255,15 @@ fn convert_refuses_bad_targets_and_arguments() {
     let inside = format!("{source_str}/portable");
     let err = convert(&inside, &[]);
     assert!(err.contains("lies inside the source storage"), "{err}");
+    // A URL with a host (or percent-encoding): the directory the URL names is compared, not
+    // its text.
+    let with_host = format!("file://localhost{}/shared/copy", canonical_source.display());
+    let err = convert(&with_host, &[]);
+    assert!(
+        err.contains("lies inside the source storage"),
+        "{with_host}: {err}"
+    );
+    assert!(!source.path().join("shared/copy").exists());
     assert!(!source.path().join("portable").exists());
     let around = path_str(source.path().parent().unwrap());
     let err = convert(&around, &[]);

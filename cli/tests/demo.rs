@@ -22,6 +22,28 @@ fn demo_checks_every_count_over_its_rescales() {
     ]);
     assert!(stdout.contains("OK: every count equals the single-threaded reference"));
     assert!(stdout.contains("parallelism 3") && stdout.contains("parallelism 1"));
+
+    // Run again on the same storage, the demo would be a second job there: its coordinator
+    // would fence the first off and apply its retention. It refuses, and changes nothing.
+    let before = common::tree(dir.path());
+    let err = common::fails(&[
+        "demo",
+        "--keys",
+        "30",
+        "--batch",
+        "5",
+        "--storage",
+        &location,
+    ]);
+    assert!(
+        err.contains("is not empty") && err.contains("checkpoints 3, 4"),
+        "{err}"
+    );
+    assert_eq!(
+        common::tree(dir.path()),
+        before,
+        "a refused demo changed the storage"
+    );
 }
 
 #[test]

@@ -108,7 +108,7 @@ impl CheckpointCoordinator {
     ) -> Result<Box<CompletedCheckpoint>> {
         let mut checkpoint = self.begin_local();
         checkpoint.take(subtasks, kind).await?;
-        checkpoint.finish(subtasks)
+        checkpoint.finish(subtasks).await
     }
 
     /// Triggers a checkpoint of subtasks in this process, taken subtask by subtask.
@@ -207,13 +207,41 @@ impl LocalCheckpoint<'_> {
     /// The verdict, once every subtask of the job acknowledged: the completed checkpoint,
     /// after `subtasks` (those still running; none for subtasks already dropped) were told it
     /// and the aborts of older pending checkpoints it subsumed. [`Error::NotCompleted`] when
-    /// the coordinator aborted it or subtasks are missing; a subtask's failure to take the
-    /// notice is returned too (the checkpoint is published regardless).
-    pub fn finish<S: LocalSubtask>(self, subtasks: &[S]) -> Result<Box<CompletedCheckpoint>> {
+    /// the coordinator aborted it, or when subtasks are missing: then the checkpoint is
+    /// declined (aborted, its files deleted, `subtasks` told) rather than left pending, where
+    /// it would hold back the deletion of shared files until it timed out. Every subtask is
+    /// told every verdict even if one fails to take it; that failure is returned afterwards
+    /// (a completed checkpoint is published regardless).
+    pub async fn finish<S: LocalSubtask>(
+        mut self,
+        subtasks: &[S],
+    ) -> Result<Box<CompletedCheckpoint>> {
+        let parallelism = self.coordinator.config().parallelism.get();
+        let decided = self
+            .outcomes
+            .iter()
+            .any(|o| o.notice().checkpoint_id() == self.id);
+        if self.acknowledged < parallelism && !decided {
+            let error = Error::NotCompleted {
+                id: self.id,
+                reason: format!(
+                    "only {} of {parallelism} subtasks acknowledged it; it was declined",
+                    self.acknowledged
+                ),
+            };
+            // Any subtask index names the decline; the reason says what happened.
+            return Err(self.fail(subtasks, self.acknowledged, error).await);
+        }
+        let mut first_failure = None;
         for outcome in &self.outcomes {
             for subtask in subtasks {
-                subtask.notify(outcome.notice())?;
+                if let Err(e) = subtask.notify(outcome.notice()) {
+                    first_failure.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = first_failure {
+            return Err(e.into());
         }
         let id = self.id;
         let mut verdict = None;

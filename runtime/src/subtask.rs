@@ -267,6 +267,15 @@ pub enum CheckpointNotice {
     Aborted(CheckpointId),
 }
 
+impl CheckpointNotice {
+    /// The checkpoint the verdict is about.
+    pub fn checkpoint_id(&self) -> CheckpointId {
+        match self {
+            CheckpointNotice::Completed(id) | CheckpointNotice::Aborted(id) => *id,
+        }
+    }
+}
+
 /// A new, empty subtask `index` of `parallelism`, its backend from `factory`.
 pub fn create_subtask(
     factory: &dyn DynStateBackendFactory,

@@ -214,9 +214,13 @@ fn a_checkpoint_missing_subtasks_is_not_completed() {
     let mut checkpoint = job.coordinator.begin_local();
     rt.block_on(checkpoint.take(&job.subtasks[..1], SnapshotKind::Full))
         .unwrap();
-    match checkpoint.finish(&job.subtasks) {
-        Err(Error::NotCompleted { reason, .. }) => {
-            assert!(reason.contains("1 of 2 subtasks"), "{reason}")
+    match rt.block_on(checkpoint.finish(&job.subtasks)) {
+        Err(Error::NotCompleted { id, reason }) => {
+            assert!(reason.contains("1 of 2 subtasks"), "{reason}");
+            assert!(
+                job.coordinator.pending().is_empty(),
+                "checkpoint {id} must be declined, not left pending"
+            );
         }
         other => panic!("expected NotCompleted, got {other:?}"),
     }
@@ -241,7 +245,7 @@ fn subtasks_taken_one_at_a_time_complete_and_a_decline_aborts() {
         ));
         rt.block_on(checkpoint.acknowledge(ack)).unwrap();
     }
-    let completed = checkpoint.finish::<Subtask>(&[]).unwrap();
+    let completed = rt.block_on(checkpoint.finish::<Subtask>(&[])).unwrap();
     assert_eq!(
         job.coordinator.latest().map(|m| m.checkpoint_id),
         Some(completed.manifest.checkpoint_id)

@@ -75,12 +75,11 @@ impl CheckpointStorage {
         &self.location
     }
 
-    /// Like [`CheckpointStorage::open`], for tools that only read: a local directory (plain
-    /// path or `file://` URL) must exist already, and is never created;
-    /// [`Error::StorageNotFound`] otherwise. Remote stores are opened as they are (a missing
-    /// bucket shows on the first request).
-    pub fn open_existing(location: &str) -> Result<Self> {
-        let local = if location.contains("://") {
+    /// The local directory `location` names, as [`CheckpointStorage::open`] reads it: a plain
+    /// path as given, a `file://` URL decoded (`%20`, `file://localhost/...`); `None` for other
+    /// stores and for what is not a valid location. Tools compare locations with it.
+    pub fn local_path_of(location: &str) -> Option<PathBuf> {
+        if location.contains("://") {
             match url::Url::parse(location) {
                 Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
                 _ => None,
@@ -88,9 +87,16 @@ impl CheckpointStorage {
         } else if location.trim().is_empty() {
             None
         } else {
-            Some(std::path::PathBuf::from(location))
-        };
-        if let Some(dir) = local {
+            Some(PathBuf::from(location))
+        }
+    }
+
+    /// Like [`CheckpointStorage::open`], for tools that only read: a local directory (plain
+    /// path or `file://` URL) must exist already, and is never created;
+    /// [`Error::StorageNotFound`] otherwise. Remote stores are opened as they are (a missing
+    /// bucket shows on the first request).
+    pub fn open_existing(location: &str) -> Result<Self> {
+        if let Some(dir) = Self::local_path_of(location) {
             if !dir.is_dir() {
                 return Err(Error::StorageNotFound {
                     location: location.to_string(),

@@ -22,7 +22,7 @@ use flowstate_api::operator::{read_operator_state, OperatorStateData, OperatorSt
 use flowstate_api::snapshot::encode_row;
 use flowstate_api::{
     list_encoding, CheckpointId, CheckpointManifest, CheckpointStorage, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, Redistribution, RowValue, StateId, StateMetadata,
+    KeyedStateHandle, Parallelism, Redistribution, RowValue, StateId, StateMetadata,
 };
 use serde_json::Value;
 
@@ -177,9 +177,16 @@ async fn inspect(
             }
         }
 
-        // Keyed state, restored as a job would restore this subtask.
+        // Keyed state, restored as a job would restore this subtask; for one key group, as the
+        // job at parallelism = max parallelism would restore its subtask owning exactly that
+        // key group, so only that key group's blocks are read and held (native RocksDB
+        // handles are still downloaded whole: RocksDB opens them whole).
+        let (parallelism, restore_index) = match args.key_group {
+            Some(kg) => (Parallelism::new(manifest.max_parallelism.get())?, kg),
+            None => (manifest.parallelism, index),
+        };
         let restored = reader
-            .restore(storage, manifest, manifest.parallelism, index)
+            .restore(storage, manifest, parallelism, restore_index)
             .await
             .with_context(|| format!("restoring subtask {index} of checkpoint {id}"))?;
         let view = restored.view();
