@@ -91,6 +91,7 @@ pub trait KeyedStateBackend: Send + Sync {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<Option<Vec<u8>>>;
+    /// Sets one entry of a map state, replacing its value if present.
     fn map_put(
         &self,
         state: StateId,
@@ -99,6 +100,7 @@ pub trait KeyedStateBackend: Send + Sync {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<()>;
+    /// Removes one entry of a map state; absent entries are no error.
     fn map_remove(
         &self,
         state: StateId,
@@ -113,6 +115,8 @@ pub trait KeyedStateBackend: Send + Sync {
         key: &KeyContext,
         namespace: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Whether a map state has an entry for `user_key`. The default reads the entry through
+    /// [`KeyedStateBackend::map_get`].
     fn map_contains(
         &self,
         state: StateId,
@@ -122,6 +126,8 @@ pub trait KeyedStateBackend: Send + Sync {
     ) -> Result<bool> {
         Ok(self.map_get(state, key, namespace, user_key)?.is_some())
     }
+    /// Whether a map state has no entry (an absent map is empty). The default reads every
+    /// entry through [`KeyedStateBackend::map_entries`].
     fn map_is_empty(&self, state: StateId, key: &KeyContext, namespace: &[u8]) -> Result<bool> {
         Ok(self.map_entries(state, key, namespace)?.is_empty())
     }
@@ -140,9 +146,13 @@ pub trait KeyedStateBackend: Send + Sync {
 /// One logical row of keyed state, as snapshots carry it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateRow<'a> {
+    /// The state the row belongs to.
     pub state: StateId,
+    /// The key's canonical serialized bytes (see [`KeyContext::key`]).
     pub key: &'a [u8],
+    /// The namespace's serialized bytes.
     pub namespace: &'a [u8],
+    /// What the row holds for (key, namespace).
     pub value: RowValue<'a>,
 }
 
@@ -158,7 +168,12 @@ pub enum RowValue<'a> {
     /// A whole list, in [`crate::list_encoding`] form.
     List(&'a [u8]),
     /// One map entry.
-    MapEntry { user_key: &'a [u8], value: &'a [u8] },
+    MapEntry {
+        /// The entry's serialized user key.
+        user_key: &'a [u8],
+        /// The entry's serialized value.
+        value: &'a [u8],
+    },
     /// (key, namespace) of the state is cleared. Only in incremental deltas.
     Tombstone,
 }
@@ -179,7 +194,9 @@ impl RowValue<'_> {
 /// A consistent point-in-time view of a backend's keyed state, readable while the backend
 /// keeps serving writes. Dropping it releases what it pins.
 pub trait KeyedSnapshotView: Send + Sync {
+    /// Max parallelism of the backend the view was taken from.
     fn max_parallelism(&self) -> MaxParallelism;
+    /// Key groups the view covers: the backend's range when the view was taken.
     fn key_group_range(&self) -> KeyGroupRange;
     /// Metadata of every state the view covers, as registered when it was taken.
     fn states(&self) -> Vec<(StateId, StateMetadata)>;
@@ -199,21 +216,28 @@ pub trait KeyedSnapshotView: Send + Sync {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SnapshotKind {
+    /// Every row of the owned key groups, restorable on its own.
     Full,
+    /// The changes since the last completed checkpoint, on top of files shared with earlier
+    /// checkpoints.
     Incremental,
 }
 
 /// What the engine asks for at a checkpoint barrier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotRequest {
+    /// The checkpoint the snapshot belongs to.
     pub checkpoint_id: CheckpointId,
     /// The subtask this backend serves: used to name files uniquely.
     pub subtask_index: u32,
+    /// Full or incremental; a backend may answer an incremental request with a full snapshot.
     pub kind: SnapshotKind,
 }
 
 /// The asynchronous part of a checkpoint: writes what the synchronous part captured.
 pub trait SnapshotJob: Send {
+    /// Writes the captured state into `storage` and returns the handle a restore reads it
+    /// from.
     fn run(
         self: Box<Self>,
         storage: CheckpointStorage,
@@ -241,6 +265,7 @@ pub trait StateBackend: KeyedStateBackend {
 
 /// Creates backends: empty, or restored from the snapshots of any number of old subtasks.
 pub trait StateBackendFactory: Send + Sync {
+    /// The backend this factory creates.
     type Backend: StateBackend + 'static;
 
     /// A short name for reports (`heap`, `rocksdb`, ...).

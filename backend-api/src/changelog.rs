@@ -81,7 +81,9 @@ pub enum ChangelogPlan {
     Base,
     /// The changes since `since` (the last completed checkpoint) on top of its chain.
     Delta {
+        /// The last completed checkpoint, whose state the delta builds on.
         since: CheckpointId,
+        /// The files of `since`'s chain, which the new delta extends.
         chain: ChainFiles,
     },
 }
@@ -89,8 +91,11 @@ pub enum ChangelogPlan {
 /// The files of one chain: a base and its deltas, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChainFiles {
+    /// The key groups the files hold.
     pub key_group_range: KeyGroupRange,
+    /// The full base file, under `shared/`.
     pub base: FileRef,
+    /// The delta files on the base, oldest first, under `shared/`.
     pub deltas: Vec<FileRef>,
 }
 
@@ -134,6 +139,7 @@ pub struct ChangelogChain {
 }
 
 impl ChangelogChain {
+    /// A chain with no base yet: the first incremental checkpoint writes one.
     pub fn new(policy: ChangelogPolicy) -> Self {
         Self {
             policy,
@@ -141,6 +147,7 @@ impl ChangelogChain {
         }
     }
 
+    /// When the chain re-bases.
     pub fn policy(&self) -> &ChangelogPolicy {
         &self.policy
     }
@@ -348,9 +355,14 @@ impl SnapshotJob for ChangelogSnapshotJob {
 /// One changed (state, key group, key, namespace).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChangedKey {
+    /// The key's key group; the first field, so changes sort by key group, the order a delta
+    /// is written in.
     pub key_group: KeyGroup,
+    /// The state written.
     pub state: StateId,
+    /// The key's canonical serialized bytes.
     pub key: Box<[u8]>,
+    /// The namespace's serialized bytes.
     pub namespace: Box<[u8]>,
 }
 
@@ -368,6 +380,7 @@ struct ChangeLogState {
 }
 
 impl ChangeLog {
+    /// A tracker with no change recorded.
     pub fn new() -> Self {
         Self::default()
     }

@@ -38,6 +38,7 @@ impl MaxParallelism {
             Err(Error::InvalidMaxParallelism { value })
         }
     }
+    /// The number of key groups.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -92,6 +93,7 @@ impl Parallelism {
             Err(Error::InvalidParallelism { value })
         }
     }
+    /// The number of subtasks.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -142,6 +144,7 @@ impl KeyGroup {
             })
         }
     }
+    /// The key group's index, below the max parallelism.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -224,15 +227,18 @@ impl KeyGroupRange {
             range: self.to_string(),
         }
     }
+    /// The range holding `key_group` alone.
     pub fn single(key_group: KeyGroup) -> Self {
         Self {
             start: key_group.0,
             end: key_group.0,
         }
     }
+    /// The first key group of the range.
     pub fn start(&self) -> KeyGroup {
         KeyGroup(self.start)
     }
+    /// The last key group of the range (inclusive).
     pub fn end(&self) -> KeyGroup {
         KeyGroup(self.end)
     }
@@ -244,6 +250,7 @@ impl KeyGroupRange {
     pub fn is_empty(&self) -> bool {
         false
     }
+    /// Whether `key_group` lies in the range.
     #[inline]
     pub fn contains(&self, key_group: KeyGroup) -> bool {
         self.start <= key_group.0 && key_group.0 <= self.end

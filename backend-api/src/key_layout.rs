@@ -109,8 +109,11 @@ pub fn all_keys_upper_bound() -> Vec<u8> {
 /// A stored key split into its parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodedKey<'a> {
+    /// The key group, from the key's two-byte prefix.
     pub key_group: u32,
+    /// The record key's canonical serialized bytes.
     pub key: &'a [u8],
+    /// The namespace's serialized bytes.
     pub namespace: &'a [u8],
     /// The map user key; empty for other kinds.
     pub user_key: &'a [u8],

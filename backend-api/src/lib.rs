@@ -51,6 +51,8 @@
 //! `flowstate_conformance::conformance_tests!(MyFactory::new());` expands to one test per
 //! case (`cargo test --test conformance`).
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod changelog;
 pub mod checkpoint;

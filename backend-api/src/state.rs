@@ -18,10 +18,17 @@ use crate::key_groups::{key_group_for_key_bytes, KeyGroup, MaxParallelism};
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StateKind {
+    /// One value per (key, namespace), set and read as a whole.
     Value,
+    /// A list of elements per (key, namespace), appended to or replaced.
     List,
+    /// A map of user keys to values per (key, namespace).
     Map,
+    /// One value per (key, namespace) that `add` folds new values into with a reduce function
+    /// of the value's own type.
     Reducing,
+    /// One accumulator per (key, namespace) that `add` folds inputs into; reads return the
+    /// accumulator's result, which may be of another type than the inputs.
     Aggregating,
 }
 
@@ -36,6 +43,7 @@ impl StateKind {
             StateKind::Aggregating => 4,
         }
     }
+    /// The kind of a [`StateKind::tag`]; `None` for an unknown tag.
     pub fn from_tag(tag: u8) -> Option<Self> {
         Some(match tag {
             0 => StateKind::Value,
@@ -87,7 +95,9 @@ pub enum StorageLayout {
 /// checked when a state is registered again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StateMetadata {
+    /// The state's name, unique within a backend and stable across snapshots.
     pub name: String,
+    /// The state's kind.
     pub kind: StateKind,
     /// Codec id of the namespace type.
     pub namespace_codec: String,
@@ -144,6 +154,7 @@ impl StateMetadata {
 pub struct StateId(pub u32);
 
 impl StateId {
+    /// The id as a position in the registry's state list.
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -175,6 +186,7 @@ pub enum Registration {
 }
 
 impl Registration {
+    /// The state's id, new or existing.
     pub fn id(self) -> StateId {
         match self {
             Registration::Created(id) | Registration::Existing(id) => id,
@@ -183,6 +195,7 @@ impl Registration {
 }
 
 impl StateRegistry {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }
@@ -204,6 +217,8 @@ impl StateRegistry {
         Ok(Registration::Created(id))
     }
 
+    /// The metadata `id` was registered with; [`Error::UnknownStateId`] for an id this
+    /// registry never issued.
     pub fn get(&self, id: StateId) -> Result<StateMetadata> {
         self.inner
             .read()
@@ -213,6 +228,8 @@ impl StateRegistry {
             .ok_or_else(|| Error::UnknownStateId { id: id.0 })
     }
 
+    /// The kind `id` was registered with, without cloning its metadata;
+    /// [`Error::UnknownStateId`] for an id this registry never issued.
     pub fn kind(&self, id: StateId) -> Result<StateKind> {
         self.inner
             .read()
@@ -238,6 +255,7 @@ impl StateRegistry {
         }
     }
 
+    /// The id registered under `name`, if any.
     pub fn id_of(&self, name: &str) -> Option<StateId> {
         self.inner.read().by_name.get(name).copied()
     }
@@ -253,10 +271,12 @@ impl StateRegistry {
             .collect()
     }
 
+    /// Number of registered states.
     pub fn len(&self) -> usize {
         self.inner.read().states.len()
     }
 
+    /// Whether no state is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -298,6 +318,7 @@ impl KeyContext {
         }
     }
 
+    /// The key group the key hashes to, which decides the subtask that owns it.
     pub fn key_group(&self) -> KeyGroup {
         self.key_group
     }

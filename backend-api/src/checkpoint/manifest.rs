@@ -40,15 +40,22 @@ const CHECKSUM_FIELD: &str = "checksum";
 /// ([`super::check_file_placement`]), named with one size and one `shared` flag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointManifest {
+    /// The manifest JSON version it was written with ([`MANIFEST_FORMAT_VERSION`] for new
+    /// ones).
     pub format_version: u32,
+    /// The checkpoint it records.
     pub checkpoint_id: CheckpointId,
+    /// The job's max parallelism (number of key groups), fixed for the life of its state.
     pub max_parallelism: MaxParallelism,
+    /// The number of subtasks that took the checkpoint.
     pub parallelism: Parallelism,
     /// Subtasks in subtask-index order.
     pub subtasks: Vec<SubtaskStateHandle>,
 }
 
 impl CheckpointManifest {
+    /// A manifest of the current format version, with `subtasks` sorted by subtask index. It
+    /// is not validated: see [`CheckpointManifest::validate`].
     pub fn new(
         checkpoint_id: CheckpointId,
         max_parallelism: MaxParallelism,

@@ -36,9 +36,11 @@ pub use storage::CheckpointStorage;
 pub struct CheckpointId(pub u64);
 
 impl CheckpointId {
+    /// The id as a number.
     pub fn get(self) -> u64 {
         self.0
     }
+    /// The id one above this one: the next checkpoint's.
     pub fn next(self) -> Self {
         CheckpointId(self.0 + 1)
     }
@@ -66,7 +68,9 @@ pub struct FileRef {
 /// the backend's local directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NativeFile {
+    /// The file's name in the backend's local directory (e.g. `000042.sst`).
     pub local_name: String,
+    /// Where the file is in checkpoint storage.
     pub file: FileRef,
 }
 
@@ -80,20 +84,29 @@ pub struct NativeFile {
 pub enum KeyedStateHandle {
     /// One file in the canonical key-group-ordered format.
     Canonical {
+        /// The key groups the file holds.
         key_group_range: KeyGroupRange,
+        /// The snapshot file.
         file: FileRef,
     },
     /// A canonical base plus canonical deltas (with tombstones), applied in order.
     Changelog {
+        /// The key groups the files hold.
         key_group_range: KeyGroupRange,
+        /// A full canonical snapshot, shared with the checkpoints after it.
         base: FileRef,
+        /// Canonical deltas with tombstones, oldest first.
         deltas: Vec<FileRef>,
     },
     /// A backend-native snapshot (e.g. RocksDB SST files): only that backend restores it.
     Native {
+        /// Name of the backend that wrote it and alone restores it (its factory's `name`).
         backend: String,
+        /// The key groups the files hold.
         key_group_range: KeyGroupRange,
+        /// Max parallelism the snapshot was taken with: native keys embed key groups.
         max_parallelism: crate::key_groups::MaxParallelism,
+        /// The backend's files.
         files: Vec<NativeFile>,
         /// Backend-specific metadata (e.g. the key range of each file, state metadata).
         metadata: serde_json::Value,
@@ -101,6 +114,7 @@ pub enum KeyedStateHandle {
 }
 
 impl KeyedStateHandle {
+    /// The key groups the handle holds, whatever its kind.
     pub fn key_group_range(&self) -> KeyGroupRange {
         match self {
             KeyedStateHandle::Canonical {
@@ -165,8 +179,11 @@ impl KeyedStateHandle {
 /// One subtask's part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubtaskStateHandle {
+    /// The subtask's index, in `0..parallelism`.
     pub subtask_index: u32,
+    /// The key groups the subtask owns.
     pub key_group_range: KeyGroupRange,
+    /// The subtask's keyed state snapshot; `None` when it has no keyed state.
     pub keyed: Option<KeyedStateHandle>,
     /// Operator list and broadcast state, in the operator-state format.
     pub operator: Option<FileRef>,

@@ -209,6 +209,8 @@ impl CheckpointStorage {
         Ok(storage)
     }
 
+    /// The underlying object store. It addresses paths from the store's own root, not from
+    /// this storage's root prefix.
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }

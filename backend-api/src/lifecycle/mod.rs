@@ -270,10 +270,12 @@ impl CheckpointLifecycle {
         Ok(lifecycle)
     }
 
+    /// The checkpoint storage this lifecycle coordinates.
     pub fn storage(&self) -> &CheckpointStorage {
         &self.storage
     }
 
+    /// How many completed checkpoints it retains.
     pub fn policy(&self) -> &RetentionPolicy {
         &self.policy
     }
@@ -302,6 +304,7 @@ impl CheckpointLifecycle {
         self.next_id
     }
 
+    /// Checkpoints begun and neither completed nor aborted, ascending.
     pub fn pending(&self) -> Vec<CheckpointId> {
         self.pending.iter().copied().collect()
     }
@@ -323,6 +326,7 @@ impl CheckpointLifecycle {
             .ok_or(Error::CheckpointNotFound { id: id.0 })
     }
 
+    /// The shared files of the retained checkpoints, and which checkpoints use them.
     pub fn registry(&self) -> &SharedStateRegistry {
         &self.registry
     }

@@ -15,6 +15,7 @@ pub const REGISTRY_FILE: &str = "_shared_registry.json";
 /// One shared file in the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedFileEntry {
+    /// The file's size in bytes, as its manifests name it.
     pub size: u64,
     /// The first checkpoint whose manifest referenced the file.
     pub created_by: CheckpointId,
@@ -27,6 +28,7 @@ pub struct SharedFileEntry {
 /// they are the paths a listing of the store shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedStateRegistry {
+    /// Every registered shared file, by its path relative to the storage root.
     pub files: BTreeMap<String, SharedFileEntry>,
     /// Unreferenced shared files waiting to be deleted.
     pub deferred_deletes: BTreeSet<String>,

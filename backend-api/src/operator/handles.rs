@@ -108,6 +108,7 @@ impl<T, C> fmt::Debug for OperatorListState<T, C> {
 }
 
 impl<T, C: Codec<T>> OperatorListState<T, C> {
+    /// The store's id of this state.
     pub fn id(&self) -> OperatorStateId {
         self.id
     }
@@ -196,6 +197,7 @@ impl<K, V, KC, VC> fmt::Debug for BroadcastState<K, V, KC, VC> {
 }
 
 impl<K, V, KC: Codec<K>, VC: Codec<V>> BroadcastState<K, V, KC, VC> {
+    /// The store's id of this state.
     pub fn id(&self) -> OperatorStateId {
         self.id
     }

@@ -31,7 +31,10 @@ pub enum Redistribution {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum OperatorStateMode {
+    /// A list of elements per subtask, redistributed by the rule on rescaling.
     List(Redistribution),
+    /// A map that every subtask holds whole; on rescaling each new subtask gets a copy of one
+    /// old subtask's map.
     Broadcast,
 }
 
@@ -49,7 +52,10 @@ impl fmt::Display for OperatorStateMode {
 /// and checked when the state is registered again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OperatorStateMetadata {
+    /// The state's name, unique within a subtask's operator state and stable across
+    /// snapshots.
     pub name: String,
+    /// List (with its redistribution rule) or broadcast.
     pub mode: OperatorStateMode,
     /// Codec id of list elements, or of broadcast values.
     pub value_codec: String,

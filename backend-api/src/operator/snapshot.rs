@@ -45,7 +45,9 @@ impl OperatorStateData {
 /// One operator state: its metadata and contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStateEntry {
+    /// What identifies the state.
     pub metadata: OperatorStateMetadata,
+    /// Its contents, of the shape its mode calls for.
     pub data: OperatorStateData,
 }
 

@@ -17,6 +17,7 @@ use crate::key_groups::Parallelism;
 pub struct OperatorStateId(u32);
 
 impl OperatorStateId {
+    /// The id as a position in the store's state list.
     pub fn index(self) -> usize {
         self.0 as usize
     }

@@ -38,7 +38,10 @@ const TAG_TOMBSTONE: u8 = 3;
 /// decide what it means for a restore.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotFileKind {
+    /// Every row of the file's key groups: a full snapshot or a changelog base.
     Full,
+    /// The changes since the file it applies on, with tombstones for cleared (key,
+    /// namespace) pairs.
     Delta,
 }
 
@@ -57,8 +60,11 @@ pub struct FileLineage {
 /// The metadata section of a snapshot file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotMetadata {
+    /// Max parallelism the snapshot was taken with; a restore must use the same.
     pub max_parallelism: MaxParallelism,
+    /// The key groups of the subtask that wrote the file; every block lies in it.
     pub key_group_range: KeyGroupRange,
+    /// Full or delta; matches the header's flag.
     pub kind: SnapshotFileKind,
     /// States in file-index order: rows name a state by its position here.
     pub states: Vec<StateMetadata>,
@@ -135,17 +141,24 @@ fn decode_metadata(bytes: &[u8], version: u32, what: &str) -> Result<SnapshotMet
 /// Where one key group's block lies in a snapshot file.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct BlockIndexEntry {
+    /// The key group whose rows the block holds.
     pub key_group: KeyGroup,
+    /// Offset of the block from the start of the file, in bytes.
     pub offset: u64,
+    /// Length of the block in bytes; never 0 (key groups without rows have no block).
     pub length: u64,
+    /// CRC32C of the block's bytes.
     pub crc32c: u32,
 }
 
 /// What writing a snapshot produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotStats {
+    /// Rows written, over every key group.
     pub rows: u64,
+    /// Key groups with at least one row (blocks written).
     pub key_groups: u32,
+    /// Size of the whole file in bytes.
     pub bytes: u64,
 }
 
@@ -228,9 +241,13 @@ impl<'a> Reader<'a> {
 /// A decoded row, naming its state by file index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileRow<'a> {
+    /// The row's state, as a position in [`SnapshotMetadata::states`].
     pub state_index: u32,
+    /// The key's canonical serialized bytes.
     pub key: &'a [u8],
+    /// The namespace's serialized bytes.
     pub namespace: &'a [u8],
+    /// What the row holds for (key, namespace).
     pub value: RowValue<'a>,
 }
 
@@ -384,8 +401,12 @@ pub(crate) fn finish_file(
 /// Trailer, metadata and index of a snapshot file: everything but the blocks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotFileInfo {
+    /// The file's format version, between [`OLDEST_SNAPSHOT_FORMAT_VERSION`] and
+    /// [`SNAPSHOT_FORMAT_VERSION`].
     pub version: u32,
+    /// The file's metadata section.
     pub metadata: SnapshotMetadata,
+    /// One entry per block, in ascending key-group order.
     pub index: Vec<BlockIndexEntry>,
 }
 

@@ -49,6 +49,7 @@ impl FilePart {
 /// One store call reading one byte range of a snapshot file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedRead {
+    /// Which part of the file the call reads.
     pub part: FilePart,
     /// The bytes `[start, end)` of the file.
     pub range: Range<u64>,
@@ -153,7 +154,7 @@ pub fn planned_reads(
 #[non_exhaustive]
 pub enum ReadPurpose {
     /// [`super::check_max_parallelism`]: the info of the first handle's first file, before
-    /// anything else (read again if the restore reads the file).
+    /// anything else (the restore reuses it when it reads that file).
     MaxParallelismCheck,
     /// Restoring keyed state from a handle overlapping the target range.
     KeyedState,
@@ -172,8 +173,11 @@ impl ReadPurpose {
 /// One store call of a restore through the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreRead<'a> {
+    /// The file read, as the handle names it.
     pub file: &'a FileRef,
+    /// Which step of the restore reads it.
     pub purpose: ReadPurpose,
+    /// The part and byte range read.
     pub read: PlannedRead,
 }
 
@@ -216,7 +220,8 @@ pub fn max_parallelism_check_reads<'a, 'i>(
 /// [`super::restore_canonical_into`]) restoring the key groups of `target` from `handles`, in
 /// the order the driver issues them: the max-parallelism check, then for each handle
 /// overlapping `target` the info of each of its files (a chain's all before any block, as
-/// every file is checked before a row is applied), then per file its span of blocks.
+/// every file is checked before a row is applied; the file the check read is not read
+/// again), then per file its span of blocks.
 ///
 /// Kept beside the driver's own sequence (`restore_handles`), which the tests check it
 /// against call by call. `info_of` gives each canonical or changelog file's info (from
@@ -229,6 +234,8 @@ pub fn restore_reads<'a, 'i>(
     info_of: impl Fn(&FileRef) -> Option<&'i SnapshotFileInfo>,
 ) -> Result<Vec<RestoreRead<'a>>> {
     let mut out = max_parallelism_check_reads(handles, &info_of)?;
+    // The file whose info the check read: the driver reuses it.
+    let checked = out.first().map(|r| r.file.path.clone());
     let mut push = |file: &'a FileRef, reads: Vec<PlannedRead>| {
         out.extend(reads.into_iter().map(|read| RestoreRead {
             file,
@@ -248,6 +255,9 @@ pub fn restore_reads<'a, 'i>(
         }
         let files = handle.files();
         for file in &files {
+            if checked.as_deref() == Some(file.path.as_str()) {
+                continue;
+            }
             push(file, info_reads(file, info_for(file, &info_of)?)?);
         }
         for file in files {

@@ -276,10 +276,24 @@ pub async fn read_handle_infos(
     max: MaxParallelism,
     handle: &KeyedStateHandle,
 ) -> Result<Vec<SnapshotFileInfo>> {
+    read_handle_infos_reusing(storage, max, handle, None).await
+}
+
+/// [`read_handle_infos`], taking the info of one file (`known`: its path and info) as read
+/// already instead of reading it again.
+async fn read_handle_infos_reusing(
+    storage: &CheckpointStorage,
+    max: MaxParallelism,
+    handle: &KeyedStateHandle,
+    known: Option<&(String, SnapshotFileInfo)>,
+) -> Result<Vec<SnapshotFileInfo>> {
     let files = handle_files(handle);
     let range = handle.key_group_range();
     let infos = futures::future::try_join_all(files.iter().map(|(file, kind, role)| async move {
-        let info = read_info(storage, file).await?;
+        let info = match known {
+            Some((path, info)) if *path == file.path => info.clone(),
+            _ => read_info(storage, file).await?,
+        };
         match handle_mismatches(&info, file, max, range, *kind, role)
             .into_iter()
             .next()
@@ -356,14 +370,28 @@ pub async fn check_max_parallelism(
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
 ) -> Result<()> {
-    let found = match handles.first() {
-        None => return Ok(()),
+    checked_first_info(max, storage, handles).await.map(drop)
+}
+
+/// [`check_max_parallelism`], returning the info it read (the first handle's first file, by
+/// path) so that the restore reuses it instead of reading it again.
+async fn checked_first_info(
+    max: MaxParallelism,
+    storage: &CheckpointStorage,
+    handles: &[KeyedStateHandle],
+) -> Result<Option<(String, SnapshotFileInfo)>> {
+    let (found, info) = match handles.first() {
+        None => return Ok(None),
         Some(KeyedStateHandle::Native {
             max_parallelism, ..
-        }) => *max_parallelism,
+        }) => (*max_parallelism, None),
         Some(KeyedStateHandle::Canonical { file, .. })
         | Some(KeyedStateHandle::Changelog { base: file, .. }) => {
-            read_info(storage, file).await?.metadata.max_parallelism
+            let info = read_info(storage, file).await?;
+            (
+                info.metadata.max_parallelism,
+                Some((file.path.clone(), info)),
+            )
         }
     };
     if found != max {
@@ -372,7 +400,7 @@ pub async fn check_max_parallelism(
             configured: max.get(),
         });
     }
-    Ok(())
+    Ok(info)
 }
 
 /// Checks the handles of one restore without reading a file: native handles at `max`, every
@@ -470,7 +498,7 @@ async fn restore_handles<B: KeyedStateBackend + ?Sized>(
 ) -> Result<()> {
     let target = backend.key_group_range();
     let max = backend.max_parallelism();
-    check_max_parallelism(max, storage, handles).await?;
+    let first = checked_first_info(max, storage, handles).await?;
     check_handles(max, target, handles)?;
     for handle in handles {
         if handle.key_group_range().intersection(&target).is_none() {
@@ -484,7 +512,7 @@ async fn restore_handles<B: KeyedStateBackend + ?Sized>(
             }
             return Err(native_refused(handle));
         }
-        let infos = read_handle_infos(storage, max, handle).await?;
+        let infos = read_handle_infos_reusing(storage, max, handle, first.as_ref()).await?;
         for (file, info) in handle.files().into_iter().zip(&infos) {
             apply_file(backend, storage, file, info, &target).await?;
         }

@@ -38,6 +38,7 @@ pub enum FileProblemKind {
 pub struct FileProblem {
     /// The file, as recorded.
     pub path: String,
+    /// What class of problem it is.
     pub kind: FileProblemKind,
     /// What is wrong, with the storage's error as the source where there is one.
     pub error: Error,

@@ -14,9 +14,13 @@ use crate::state::{KeyContext, StateKind, StateMetadata};
 
 /// Flink's `AggregateFunction`: folds inputs into an accumulator, reads a result from it.
 pub trait AggregateFunction<In, Acc, Out>: Send + Sync {
+    /// A fresh accumulator, which the first `add` of a (key, namespace) starts from.
     fn create_accumulator(&self) -> Acc;
+    /// Folds `value` into `accumulator` and returns the new accumulator.
     fn add(&self, value: In, accumulator: Acc) -> Acc;
+    /// The result an accumulator stands for, as `get` returns it.
     fn get_result(&self, accumulator: &Acc) -> Out;
+    /// Combines two accumulators into one (when namespaces are merged, e.g. session windows).
     fn merge(&self, a: Acc, b: Acc) -> Acc;
 }
 
@@ -34,6 +38,8 @@ descriptor_namespaces!(AggregatingStateDescriptor [In, Acc, Out] { function });
 impl<In, Acc: Serialize + DeserializeOwned + 'static, Out>
     AggregatingStateDescriptor<In, Acc, Out>
 {
+    /// A descriptor of state `name` without namespace, aggregating with `function`,
+    /// accumulators encoded with the default serde codec.
     pub fn new(
         name: impl Into<String>,
         function: impl AggregateFunction<In, Acc, Out> + 'static,
@@ -46,9 +52,12 @@ impl<In, Acc: Serialize + DeserializeOwned + 'static, Out>
 }
 
 impl<In, Acc, Out, N> AggregatingStateDescriptor<In, Acc, Out, N> {
+    /// The metadata the state is registered with: name, kind and codec ids (of the
+    /// accumulator).
     pub fn metadata(&self) -> StateMetadata {
         self.common.metadata(StateKind::Aggregating, None)
     }
+    /// Registers the state with `backend` (or checks it against the registered one).
     pub fn bind(&self, backend: SharedBackend) -> Result<AggregatingState<In, Acc, Out, N>> {
         Ok(AggregatingState {
             inner: Bound::new(backend, self.common.clone(), self.metadata())?,
@@ -84,6 +93,8 @@ impl<In, Acc, Out, N> AggregatingState<In, Acc, Out, N> {
         let ns = self.inner.ns(namespace)?;
         self.read(key, &ns)
     }
+    /// Folds `value` into the accumulator of (key, namespace), created first when there is
+    /// none.
     pub fn add_in(&self, key: &KeyContext, namespace: &N, value: In) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         let acc = match self.read(key, &ns)? {
@@ -114,9 +125,11 @@ impl<In, Acc, Out, N> AggregatingState<In, Acc, Out, N> {
 }
 
 impl<In, Acc, Out> AggregatingState<In, Acc, Out, VoidNamespace> {
+    /// The result of `key`'s accumulator, or `None` when nothing was added.
     pub fn get(&self, key: &KeyContext) -> Result<Option<Out>> {
         self.get_in(key, &VoidNamespace)
     }
+    /// Folds `value` into `key`'s accumulator, created first when there is none.
     pub fn add(&self, key: &KeyContext, value: In) -> Result<()> {
         self.add_in(key, &VoidNamespace, value)
     }

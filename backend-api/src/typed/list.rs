@@ -21,6 +21,8 @@ impl<T, N> DescriptorValue for ListStateDescriptor<T, N> {
 descriptor_namespaces!(ListStateDescriptor [T] {});
 
 impl<T: Serialize + DeserializeOwned + 'static> ListStateDescriptor<T> {
+    /// A descriptor of state `name` without namespace, elements encoded with the default
+    /// serde codec.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             common: Common::new(name),
@@ -29,9 +31,11 @@ impl<T: Serialize + DeserializeOwned + 'static> ListStateDescriptor<T> {
 }
 
 impl<T, N> ListStateDescriptor<T, N> {
+    /// The metadata the state is registered with: name, kind and codec ids.
     pub fn metadata(&self) -> StateMetadata {
         self.common.metadata(StateKind::List, None)
     }
+    /// Registers the state with `backend` (or checks it against the registered one).
     pub fn bind(&self, backend: SharedBackend) -> Result<ListState<T, N>> {
         Ok(ListState {
             inner: Bound::new(backend, self.common.clone(), self.metadata())?,
@@ -58,9 +62,12 @@ impl<T, N> ListState<T, N> {
             .collect::<Result<Vec<T>>>()
             .map(Some)
     }
+    /// Appends `value` to the list of (key, namespace).
     pub fn add_in(&self, key: &KeyContext, namespace: &N, value: &T) -> Result<()> {
         self.add_all_in(key, namespace, std::slice::from_ref(value))
     }
+    /// Appends `values`, in order, to the list of (key, namespace); an empty slice changes
+    /// nothing.
     pub fn add_all_in(&self, key: &KeyContext, namespace: &N, values: &[T]) -> Result<()> {
         if values.is_empty() {
             return Ok(());
@@ -107,15 +114,19 @@ impl<T, N> ListState<T, N> {
 }
 
 impl<T> ListState<T, VoidNamespace> {
+    /// The elements of `key`'s list, in insertion order; `None` when absent or empty.
     pub fn get(&self, key: &KeyContext) -> Result<Option<Vec<T>>> {
         self.get_in(key, &VoidNamespace)
     }
+    /// Appends `value` to `key`'s list.
     pub fn add(&self, key: &KeyContext, value: &T) -> Result<()> {
         self.add_in(key, &VoidNamespace, value)
     }
+    /// Appends `values`, in order, to `key`'s list; an empty slice changes nothing.
     pub fn add_all(&self, key: &KeyContext, values: &[T]) -> Result<()> {
         self.add_all_in(key, &VoidNamespace, values)
     }
+    /// Replaces `key`'s list; an empty slice clears it.
     pub fn update(&self, key: &KeyContext, values: &[T]) -> Result<()> {
         self.update_in(key, &VoidNamespace, values)
     }

@@ -36,6 +36,7 @@ macro_rules! descriptor_namespaces {
                 self.common.value_codec = ::std::sync::Arc::new(codec);
                 self
             }
+            /// The state's name, unique within a backend.
             pub fn name(&self) -> &str {
                 &self.common.name
             }
@@ -95,12 +96,17 @@ macro_rules! handle_common {
         }
 
         impl<$($gen),*> $ty<$($gen,)* $crate::codec::VoidNamespace> {
+            /// Removes everything this state holds for `key`.
             pub fn clear(&self, key: &$crate::state::KeyContext) -> $crate::error::Result<()> {
                 self.clear_in(key, &$crate::codec::VoidNamespace)
             }
+            /// Keys holding a non-empty entry: a copy, so callers may modify state while
+            /// walking it.
             pub fn keys(&self) -> $crate::error::Result<Vec<$crate::state::KeyContext>> {
                 self.keys_in(&$crate::codec::VoidNamespace)
             }
+            /// Calls `f` for every key holding state; `f` may update or clear state (of this
+            /// or any other key) while the walk goes on.
             pub fn apply_to_all_keys(
                 &self,
                 f: impl FnMut(&$crate::state::KeyContext, &Self) -> $crate::error::Result<()>,

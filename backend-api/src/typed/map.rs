@@ -26,6 +26,8 @@ descriptor_namespaces!(MapStateDescriptor [K, V] { user_key_codec });
 impl<K: Serialize + DeserializeOwned + 'static, V: Serialize + DeserializeOwned + 'static>
     MapStateDescriptor<K, V>
 {
+    /// A descriptor of state `name` without namespace, user keys and values encoded with the
+    /// default serde codec.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             common: Common::new(name),
@@ -40,10 +42,13 @@ impl<K, V, N> MapStateDescriptor<K, V, N> {
         self.user_key_codec = Arc::new(codec);
         self
     }
+    /// The metadata the state is registered with: name, kind and codec ids (user key codec
+    /// included).
     pub fn metadata(&self) -> StateMetadata {
         self.common
             .metadata(StateKind::Map, Some(self.user_key_codec.id().to_string()))
     }
+    /// Registers the state with `backend` (or checks it against the registered one).
     pub fn bind(&self, backend: SharedBackend) -> Result<MapState<K, V, N>> {
         Ok(MapState {
             inner: Bound::new(backend, self.common.clone(), self.metadata())?,
@@ -63,6 +68,7 @@ impl<K, V, N> MapState<K, V, N> {
     fn user_key(&self, user_key: &K) -> Result<Vec<u8>> {
         self.user_key_codec.to_bytes(user_key)
     }
+    /// The value under `user_key` in the map of (key, namespace); `None` when absent.
     pub fn get_in(&self, key: &KeyContext, namespace: &N, user_key: &K) -> Result<Option<V>> {
         let ns = self.inner.ns(namespace)?;
         let uk = self.user_key(user_key)?;
@@ -71,12 +77,14 @@ impl<K, V, N> MapState<K, V, N> {
             None => Ok(None),
         }
     }
+    /// Sets the value under `user_key` in the map of (key, namespace).
     pub fn put_in(&self, key: &KeyContext, namespace: &N, user_key: &K, value: &V) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         let uk = self.user_key(user_key)?;
         let v = self.inner.encode(value)?;
         self.inner.backend.map_put(self.inner.id, key, &ns, &uk, &v)
     }
+    /// Sets every entry of `entries` in the map of (key, namespace), one `put` each.
     pub fn put_all_in<'a>(
         &self,
         key: &KeyContext,
@@ -92,11 +100,13 @@ impl<K, V, N> MapState<K, V, N> {
         }
         Ok(())
     }
+    /// Removes the entry under `user_key` from the map of (key, namespace), if any.
     pub fn remove_in(&self, key: &KeyContext, namespace: &N, user_key: &K) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         let uk = self.user_key(user_key)?;
         self.inner.backend.map_remove(self.inner.id, key, &ns, &uk)
     }
+    /// Whether the map of (key, namespace) has an entry under `user_key`.
     pub fn contains_in(&self, key: &KeyContext, namespace: &N, user_key: &K) -> Result<bool> {
         let ns = self.inner.ns(namespace)?;
         let uk = self.user_key(user_key)?;
@@ -104,6 +114,7 @@ impl<K, V, N> MapState<K, V, N> {
             .backend
             .map_contains(self.inner.id, key, &ns, &uk)
     }
+    /// Whether the map of (key, namespace) has no entry (an absent map is empty).
     pub fn is_empty_in(&self, key: &KeyContext, namespace: &N) -> Result<bool> {
         let ns = self.inner.ns(namespace)?;
         self.inner.backend.map_is_empty(self.inner.id, key, &ns)
@@ -118,6 +129,7 @@ impl<K, V, N> MapState<K, V, N> {
             .map(|(k, v)| Ok((self.user_key_codec.decode(k)?, self.inner.decode(v)?)))
             .collect()
     }
+    /// The user keys of the map of (key, namespace), in no particular order.
     pub fn user_keys_in(&self, key: &KeyContext, namespace: &N) -> Result<Vec<K>> {
         Ok(self
             .entries_in(key, namespace)?
@@ -125,6 +137,7 @@ impl<K, V, N> MapState<K, V, N> {
             .map(|(k, _)| k)
             .collect())
     }
+    /// The values of the map of (key, namespace), in no particular order.
     pub fn values_in(&self, key: &KeyContext, namespace: &N) -> Result<Vec<V>> {
         Ok(self
             .entries_in(key, namespace)?
@@ -135,27 +148,35 @@ impl<K, V, N> MapState<K, V, N> {
 }
 
 impl<K, V> MapState<K, V, VoidNamespace> {
+    /// The value under `user_key` in `key`'s map; `None` when absent.
     pub fn get(&self, key: &KeyContext, user_key: &K) -> Result<Option<V>> {
         self.get_in(key, &VoidNamespace, user_key)
     }
+    /// Sets the value under `user_key` in `key`'s map.
     pub fn put(&self, key: &KeyContext, user_key: &K, value: &V) -> Result<()> {
         self.put_in(key, &VoidNamespace, user_key, value)
     }
+    /// Removes the entry under `user_key` from `key`'s map, if any.
     pub fn remove(&self, key: &KeyContext, user_key: &K) -> Result<()> {
         self.remove_in(key, &VoidNamespace, user_key)
     }
+    /// Whether `key`'s map has an entry under `user_key`.
     pub fn contains(&self, key: &KeyContext, user_key: &K) -> Result<bool> {
         self.contains_in(key, &VoidNamespace, user_key)
     }
+    /// Whether `key`'s map has no entry (an absent map is empty).
     pub fn is_empty(&self, key: &KeyContext) -> Result<bool> {
         self.is_empty_in(key, &VoidNamespace)
     }
+    /// All entries of `key`'s map (in no particular order).
     pub fn entries(&self, key: &KeyContext) -> Result<Vec<(K, V)>> {
         self.entries_in(key, &VoidNamespace)
     }
+    /// The user keys of `key`'s map, in no particular order.
     pub fn user_keys(&self, key: &KeyContext) -> Result<Vec<K>> {
         self.user_keys_in(key, &VoidNamespace)
     }
+    /// The values of `key`'s map, in no particular order.
     pub fn values(&self, key: &KeyContext) -> Result<Vec<V>> {
         self.values_in(key, &VoidNamespace)
     }

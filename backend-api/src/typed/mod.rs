@@ -45,5 +45,6 @@ pub type SharedBackend = Arc<dyn KeyedStateBackend>;
 
 /// The type a descriptor stores per entry (value, list element, map value, accumulator).
 pub trait DescriptorValue {
+    /// The stored type, which the descriptor's value codec encodes.
     type Stored;
 }

@@ -27,6 +27,8 @@ impl<V, N> DescriptorValue for ReducingStateDescriptor<V, N> {
 descriptor_namespaces!(ReducingStateDescriptor [V] { reduce });
 
 impl<V: Serialize + DeserializeOwned + 'static> ReducingStateDescriptor<V> {
+    /// A descriptor of state `name` without namespace, folding with `reduce` (which must be
+    /// associative), values encoded with the default serde codec.
     pub fn new(
         name: impl Into<String>,
         reduce: impl Fn(V, V) -> V + Send + Sync + 'static,
@@ -39,9 +41,11 @@ impl<V: Serialize + DeserializeOwned + 'static> ReducingStateDescriptor<V> {
 }
 
 impl<V, N> ReducingStateDescriptor<V, N> {
+    /// The metadata the state is registered with: name, kind and codec ids.
     pub fn metadata(&self) -> StateMetadata {
         self.common.metadata(StateKind::Reducing, None)
     }
+    /// Registers the state with `backend` (or checks it against the registered one).
     pub fn bind(&self, backend: SharedBackend) -> Result<ReducingState<V, N>> {
         Ok(ReducingState {
             inner: Bound::new(backend, self.common.clone(), self.metadata())?,
@@ -58,6 +62,7 @@ pub struct ReducingState<V, N = VoidNamespace> {
 handle_common!(ReducingState [V] { reduce });
 
 impl<V, N> ReducingState<V, N> {
+    /// The folded value of (key, namespace); `None` when nothing was added.
     pub fn get_in(&self, key: &KeyContext, namespace: &N) -> Result<Option<V>> {
         let ns = self.inner.ns(namespace)?;
         self.read(key, &ns)
@@ -73,6 +78,8 @@ impl<V, N> ReducingState<V, N> {
         let bytes = self.inner.encode(&folded)?;
         self.inner.backend.put(self.inner.id, key, ns, &bytes)
     }
+    /// Folds `value` into the value of (key, namespace) (`reduce(current, value)`), or stores
+    /// it when there is none.
     pub fn add_in(&self, key: &KeyContext, namespace: &N, value: V) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         self.fold_into(key, &ns, value)
@@ -95,9 +102,12 @@ impl<V, N> ReducingState<V, N> {
 }
 
 impl<V> ReducingState<V, VoidNamespace> {
+    /// The folded value of `key`; `None` when nothing was added.
     pub fn get(&self, key: &KeyContext) -> Result<Option<V>> {
         self.get_in(key, &VoidNamespace)
     }
+    /// Folds `value` into `key`'s value (`reduce(current, value)`), or stores it when there
+    /// is none.
     pub fn add(&self, key: &KeyContext, value: V) -> Result<()> {
         self.add_in(key, &VoidNamespace, value)
     }

@@ -20,6 +20,8 @@ impl<V, N> DescriptorValue for ValueStateDescriptor<V, N> {
 descriptor_namespaces!(ValueStateDescriptor [V] {});
 
 impl<V: Serialize + DeserializeOwned + 'static> ValueStateDescriptor<V> {
+    /// A descriptor of state `name` without namespace, values encoded with the default serde
+    /// codec.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             common: Common::new(name),
@@ -28,6 +30,7 @@ impl<V: Serialize + DeserializeOwned + 'static> ValueStateDescriptor<V> {
 }
 
 impl<V, N> ValueStateDescriptor<V, N> {
+    /// The metadata the state is registered with: name, kind and codec ids.
     pub fn metadata(&self) -> StateMetadata {
         self.common.metadata(StateKind::Value, None)
     }
@@ -46,10 +49,12 @@ pub struct ValueState<V, N = VoidNamespace> {
 handle_common!(ValueState [V] {});
 
 impl<V, N> ValueState<V, N> {
+    /// The value of (key, namespace); `None` when unset.
     pub fn get_in(&self, key: &KeyContext, namespace: &N) -> Result<Option<V>> {
         let ns = self.inner.ns(namespace)?;
         self.inner.read_value(key, &ns)
     }
+    /// Sets the value of (key, namespace), replacing any previous one.
     pub fn update_in(&self, key: &KeyContext, namespace: &N, value: &V) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
         let bytes = self.inner.encode(value)?;
@@ -58,9 +63,11 @@ impl<V, N> ValueState<V, N> {
 }
 
 impl<V> ValueState<V, VoidNamespace> {
+    /// The value of `key`; `None` when unset.
     pub fn get(&self, key: &KeyContext) -> Result<Option<V>> {
         self.get_in(key, &VoidNamespace)
     }
+    /// Sets the value of `key`, replacing any previous one.
     pub fn update(&self, key: &KeyContext, value: &V) -> Result<()> {
         self.update_in(key, &VoidNamespace, value)
     }
