@@ -24,6 +24,7 @@ impl HeapBackendFactory {
         Self { config }
     }
 
+    /// The configuration given to every backend this factory creates.
     pub fn config(&self) -> &HeapConfig {
         &self.config
     }

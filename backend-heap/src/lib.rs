@@ -108,6 +108,8 @@
 //! completes (never for pending, aborted or full/savepoint checkpoints), and not while a live
 //! delta view still needs them.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod cell;
 mod checkpoint;

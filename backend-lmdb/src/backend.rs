@@ -215,6 +215,7 @@ impl LmdbBackend {
         self.dir.path()
     }
 
+    /// The configuration this backend was opened with.
     pub fn config(&self) -> &LmdbConfig {
         &self.config
     }

@@ -45,10 +45,12 @@ impl LmdbBackendFactory {
         })
     }
 
+    /// The directory under which each backend gets its own temporary directory.
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
     }
 
+    /// The configuration given to every backend this factory creates.
     pub fn config(&self) -> &LmdbConfig {
         &self.config
     }

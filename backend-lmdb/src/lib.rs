@@ -135,6 +135,8 @@
 //! (LMDB bounds the dirty pages of a transaction); a buffer that outgrew its limit while a
 //! flush was postponed is flushed in transactions of that size too.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod changes;
 pub mod config;

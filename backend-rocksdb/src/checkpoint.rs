@@ -119,13 +119,19 @@ impl CheckpointTracker {
 /// One SST file of a native checkpoint, as the handle's metadata lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SstInfo {
+    /// File name in the checkpoint directory, e.g. `000123.sst`.
     pub local_name: String,
+    /// Name of the column family (one per state) the file belongs to.
     pub column_family: String,
+    /// LSM level of the file.
     pub level: i32,
+    /// Number of entries in the file, as RocksDB reports it.
     pub entries: u64,
+    /// File size, in bytes.
     pub size: u64,
-    /// Key-group span of the file's keys (`None` when RocksDB reported no key range).
+    /// Smallest key group of the file's keys (`None` when RocksDB reported no key range).
     pub smallest_key_group: Option<u32>,
+    /// Largest key group of the file's keys (`None` when RocksDB reported no key range).
     pub largest_key_group: Option<u32>,
 }
 

@@ -5,14 +5,22 @@
 #[derive(Debug, thiserror::Error)]
 pub enum RocksDbError {
     #[error("RocksDB failed while {context}: {source}; check free disk space, open-file limits and permissions of the instance directory")]
+    /// A RocksDB call failed.
     Engine {
+        /// What the backend was doing when it failed.
         context: String,
+        /// The error RocksDB returned.
         #[source]
         source: rocksdb::Error,
     },
 
     #[error("native RocksDB checkpoint metadata is invalid ({detail}); restore from another checkpoint or a canonical savepoint")]
-    Metadata { detail: String },
+    /// The metadata of a native checkpoint is invalid (undecodable, a duplicate state, an
+    /// unsafe file name, a missing checksum) or cannot be serialized.
+    Metadata {
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 impl RocksDbError {

@@ -59,10 +59,12 @@ impl RocksDbBackendFactory {
         Ok(factory)
     }
 
+    /// The directory under which each backend gets its own instance directory.
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
     }
 
+    /// The block cache and write-buffer manager shared by the backends this factory creates.
     pub fn resources(&self) -> &Arc<RocksDbResources> {
         &self.resources
     }

@@ -116,6 +116,8 @@
 //! [`write_options`] and [`read_options`] are the options the backend uses, so a raw-RocksDB
 //! baseline can store the same bytes with the same settings.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod key_layout;
 

@@ -140,6 +140,7 @@ impl RocksDbResources {
         }
     }
 
+    /// The configuration these resources were built from.
     pub fn config(&self) -> &RocksDbConfig {
         &self.config
     }

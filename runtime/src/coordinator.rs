@@ -30,9 +30,12 @@ use crate::subtask::{CheckpointNotice, SubtaskAck, SubtaskReport};
 /// How a job checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoordinatorConfig {
+    /// Number of key groups, fixed for the life of the job's state; `parallelism` may not
+    /// exceed it.
     pub max_parallelism: MaxParallelism,
     /// Number of subtasks: a checkpoint completes when this many acknowledged.
     pub parallelism: Parallelism,
+    /// How many completed checkpoints to keep.
     pub retention: RetentionPolicy,
     /// A checkpoint not complete this long after its trigger is aborted by
     /// [`CheckpointCoordinator::abort_expired`].
@@ -54,7 +57,9 @@ impl CoordinatorConfig {
 /// A checkpoint the coordinator published.
 #[derive(Clone, Debug)]
 pub struct CompletedCheckpoint {
+    /// The published manifest: what a restore reads.
     pub manifest: CheckpointManifest,
+    /// What publishing it did: checkpoints dropped or subsumed, files deleted, warnings.
     pub report: CompletionReport,
     /// Bytes of files this checkpoint referenced first (written for it).
     pub bytes_uploaded: u64,
@@ -74,11 +79,20 @@ impl CompletedCheckpoint {
 /// The coordinator's verdict on one checkpoint.
 #[derive(Clone, Debug)]
 pub enum Outcome {
+    /// The checkpoint was published.
     Completed(Box<CompletedCheckpoint>),
-    Aborted { id: CheckpointId, reason: String },
+    /// The checkpoint was aborted (declined, timed out, subsumed, or its publication failed)
+    /// and will not be published.
+    Aborted {
+        /// The aborted checkpoint.
+        id: CheckpointId,
+        /// Why it was aborted.
+        reason: String,
+    },
 }
 
 impl Outcome {
+    /// The checkpoint this verdict is about.
     pub fn id(&self) -> CheckpointId {
         match self {
             Outcome::Completed(c) => c.manifest.checkpoint_id,
@@ -142,14 +156,17 @@ impl CheckpointCoordinator {
         })
     }
 
+    /// The configuration the coordinator was opened with.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
 
+    /// The job's checkpoint lifecycle: completed checkpoints, retention, garbage collection.
     pub fn lifecycle(&self) -> &CheckpointLifecycle {
         &self.lifecycle
     }
 
+    /// The job's checkpoint storage.
     pub fn storage(&self) -> &CheckpointStorage {
         self.lifecycle.storage()
     }

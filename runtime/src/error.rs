@@ -17,28 +17,56 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] flowstate_api::Error),
 
+    /// A backend configuration string could not be parsed.
     #[error("invalid backend configuration '{input}': {reason}")]
-    InvalidBackendConfig { input: String, reason: String },
-
-    #[error("the {backend} backend is not compiled into this build: enable the cargo feature '{feature}' of flowstate-runtime")]
-    BackendNotCompiled {
-        backend: &'static str,
-        feature: &'static str,
-    },
-
-    #[error("invalid coordinator configuration: {reason}")]
-    InvalidCoordinatorConfig { reason: String },
-
-    #[error("acknowledgement of subtask {subtask_index} for checkpoint {id} is invalid: {reason}")]
-    InvalidAck {
-        id: CheckpointId,
-        subtask_index: u32,
+    InvalidBackendConfig {
+        /// The configuration string as given.
+        input: String,
+        /// What is wrong with it.
         reason: String,
     },
 
-    #[error("checkpoint {id} is not pending in this coordinator (never triggered, or already completed); the acknowledgement was dropped")]
-    UnknownCheckpoint { id: CheckpointId },
+    /// The configured backend's cargo feature is off in this build.
+    #[error("the {backend} backend is not compiled into this build: enable the cargo feature '{feature}' of flowstate-runtime")]
+    BackendNotCompiled {
+        /// The backend's name (`heap`, `rocksdb`, `lmdb`).
+        backend: &'static str,
+        /// The cargo feature of flowstate-runtime that compiles it in.
+        feature: &'static str,
+    },
 
+    /// A [`crate::CoordinatorConfig`] the coordinator cannot run with.
+    #[error("invalid coordinator configuration: {reason}")]
+    InvalidCoordinatorConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An acknowledgement that does not fit the job (subtask index out of range, or key
+    /// groups other than the subtask owns); it is rejected.
+    #[error("acknowledgement of subtask {subtask_index} for checkpoint {id} is invalid: {reason}")]
+    InvalidAck {
+        /// The checkpoint acknowledged.
+        id: CheckpointId,
+        /// The index of the subtask the acknowledgement claims to come from.
+        subtask_index: u32,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// A checkpoint id this coordinator has no pending checkpoint for.
+    #[error("checkpoint {id} is not pending in this coordinator (never triggered, or already completed); the acknowledgement was dropped")]
+    UnknownCheckpoint {
+        /// The checkpoint id given.
+        id: CheckpointId,
+    },
+
+    /// A checkpoint run in-process did not complete (declined or aborted).
     #[error("checkpoint {id} did not complete: {reason}")]
-    NotCompleted { id: CheckpointId, reason: String },
+    NotCompleted {
+        /// The checkpoint that did not complete.
+        id: CheckpointId,
+        /// What happened to it.
+        reason: String,
+    },
 }

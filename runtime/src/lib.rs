@@ -75,6 +75,8 @@
 //! # }).unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod coordinator;
 pub mod error;

@@ -17,17 +17,29 @@
 
 use std::time::Duration;
 
+/// Histogram, label `backend`: seconds of the synchronous half of a subtask's checkpoint.
 pub const CHECKPOINT_SYNC_SECONDS: &str = "flowstate_checkpoint_sync_seconds";
+/// Histogram, label `backend`: seconds of a subtask's upload.
 pub const CHECKPOINT_ASYNC_SECONDS: &str = "flowstate_checkpoint_async_seconds";
+/// Histogram, label `backend`: bytes a subtask's checkpoint references, shared files included.
 pub const CHECKPOINT_SUBTASK_BYTES: &str = "flowstate_checkpoint_subtask_bytes";
+/// Histogram: seconds from trigger to completion of a checkpoint.
 pub const CHECKPOINT_DURATION_SECONDS: &str = "flowstate_checkpoint_duration_seconds";
+/// Counter: bytes of files first referenced by a completed checkpoint.
 pub const CHECKPOINT_BYTES_UPLOADED: &str = "flowstate_checkpoint_bytes_uploaded";
+/// Counter: bytes of shared files a completed checkpoint took over from earlier ones.
 pub const CHECKPOINT_BYTES_REUSED: &str = "flowstate_checkpoint_bytes_reused";
+/// Gauge: bytes the latest completed checkpoint references.
 pub const CHECKPOINT_SIZE_BYTES: &str = "flowstate_checkpoint_size_bytes";
+/// Counter: checkpoints completed.
 pub const CHECKPOINTS_COMPLETED: &str = "flowstate_checkpoints_completed";
+/// Counter: checkpoints aborted.
 pub const CHECKPOINTS_ABORTED: &str = "flowstate_checkpoints_aborted";
+/// Counter: acknowledgements for checkpoints already aborted.
 pub const CHECKPOINT_LATE_ACKS: &str = "flowstate_checkpoint_late_acks";
+/// Histogram, label `backend`: seconds of the restore of one subtask.
 pub const RESTORE_SECONDS: &str = "flowstate_restore_seconds";
+/// Histogram, label `backend`: bytes of the handles a subtask restore draws on.
 pub const RESTORE_HANDLE_BYTES: &str = "flowstate_restore_handle_bytes";
 
 pub(crate) fn record_sync(backend: &str, elapsed: Duration) {

@@ -35,7 +35,9 @@ use crate::metrics as m;
 pub struct Subtask<B: ?Sized = dyn StateBackend> {
     /// The subtask's index in its operator, `0..parallelism`.
     pub index: u32,
+    /// The keyed state backend, over the key groups this subtask owns.
     pub backend: Arc<B>,
+    /// The operator list and broadcast state.
     pub operator: Arc<OperatorStateStore>,
     backend_name: Arc<str>,
 }
@@ -71,10 +73,12 @@ impl<B: StateBackend + ?Sized> Subtask<B> {
         }
     }
 
+    /// The backend's name, as labelled in metrics and spans.
     pub fn backend_name(&self) -> &str {
         &self.backend_name
     }
 
+    /// The key groups this subtask's backend owns.
     pub fn key_group_range(&self) -> KeyGroupRange {
         self.backend.key_group_range()
     }
@@ -132,10 +136,12 @@ pub struct CapturedSubtask {
 }
 
 impl CapturedSubtask {
+    /// The checkpoint this capture belongs to.
     pub fn checkpoint_id(&self) -> CheckpointId {
         self.checkpoint_id
     }
 
+    /// The index of the subtask captured.
     pub fn subtask_index(&self) -> u32 {
         self.subtask_index
     }
@@ -220,7 +226,9 @@ pub fn state_bytes(state: &SubtaskStateHandle) -> u64 {
 /// A subtask's part of a completed upload, sent to the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubtaskAck {
+    /// The checkpoint acknowledged.
     pub checkpoint_id: CheckpointId,
+    /// Handles to the uploaded state: what a restore of this subtask reads.
     pub state: SubtaskStateHandle,
     /// How long the synchronous half blocked the subtask.
     pub sync_micros: u64,
@@ -231,11 +239,15 @@ pub struct SubtaskAck {
 /// What a subtask tells the coordinator about a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SubtaskReport {
+    /// The subtask uploaded its part.
     Acknowledged(SubtaskAck),
     /// The subtask could not take or upload its part: the checkpoint is aborted.
     Declined {
+        /// The checkpoint declined.
         checkpoint_id: CheckpointId,
+        /// The index of the declining subtask.
         subtask_index: u32,
+        /// Why it declined.
         reason: String,
     },
 }
@@ -252,6 +264,7 @@ impl SubtaskReport {
         }
     }
 
+    /// The checkpoint the report is about.
     pub fn checkpoint_id(&self) -> CheckpointId {
         match self {
             SubtaskReport::Acknowledged(ack) => ack.checkpoint_id,
@@ -263,7 +276,9 @@ impl SubtaskReport {
 /// The coordinator's verdict on a checkpoint, for every subtask.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckpointNotice {
+    /// The checkpoint was published.
     Completed(CheckpointId),
+    /// The checkpoint was aborted.
     Aborted(CheckpointId),
 }
 
