@@ -29,6 +29,7 @@ use crate::output::{self, human_bytes, FileReport, KeyGroupSpan};
 use crate::resolve;
 use crate::restore::{Reader, Restored};
 
+/// `flowstate convert`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate convert ./ckpts --checkpoint 12 --to ./portable\n  flowstate convert ./ckpts --checkpoint 12 --to ./portable-4 --parallelism 4\n  flowstate convert s3://bucket/job --checkpoint 12 --to s3://bucket/job-portable --json"
@@ -58,17 +59,23 @@ pub struct ConvertArgs {
 pub struct ConvertReport {
     /// The source storage and checkpoint.
     pub source: String,
+    /// The source checkpoint's id.
     pub source_checkpoint_id: u64,
+    /// The source checkpoint's parallelism.
     pub source_parallelism: u32,
     /// Kinds of the source's keyed handles (`canonical`, `changelog`, `native rocksdb`).
     pub source_handles: Vec<String>,
     /// The target storage, and the checkpoint written there (its id is the target's).
     pub target: String,
+    /// The id of the checkpoint written in the target.
     pub checkpoint_id: u64,
+    /// Its max parallelism (the source's): its number of key groups.
     pub max_parallelism: u32,
+    /// Its parallelism: its number of subtasks.
     pub parallelism: u32,
     /// Files the written checkpoint references (keyed and operator state) and their bytes.
     pub files: usize,
+    /// Their total size, in bytes.
     pub bytes: u64,
     /// The written subtasks, ascending.
     pub subtasks: Vec<ConvertedSubtask>,
@@ -77,7 +84,9 @@ pub struct ConvertReport {
 /// One subtask of the written checkpoint.
 #[derive(Serialize, Debug)]
 pub struct ConvertedSubtask {
+    /// The subtask's index.
     pub index: u32,
+    /// Its key groups, inclusive.
     pub key_groups: KeyGroupSpan,
     /// Its canonical keyed state file.
     pub keyed_file: Option<FileReport>,
@@ -85,6 +94,8 @@ pub struct ConvertedSubtask {
     pub operator_file: Option<FileReport>,
 }
 
+/// Runs `flowstate convert`: writes the checkpoint and prints the report (as JSON with
+/// `--json`).
 pub async fn run(args: ConvertArgs) -> Result<()> {
     let source = resolve::open_read_only(&args.source)?;
     let manifest = resolve::read_checkpoint(&source, Some(args.checkpoint))

@@ -45,6 +45,7 @@ use workload::{
     FINAL_ROUND, RULES,
 };
 
+/// `flowstate demo`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate demo\n  flowstate demo --backend lmdb --storage ./ckpts\n  flowstate demo --backend rocksdb --storage s3://bucket/demo"
@@ -254,6 +255,7 @@ fn resume_round(instances: &[Instance], batch: u64) -> Result<u64> {
     }
 }
 
+/// Runs `flowstate demo`.
 pub async fn run(args: DemoArgs) -> Result<()> {
     let max = MaxParallelism::new(args.max_parallelism)?;
     let backend: BackendConfig = args

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::output::{self, KeyGroupSpan};
 use crate::resolve;
 
+/// `flowstate key-group`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate key-group user-42 --max-parallelism 128\n  flowstate key-group user-42 --max-parallelism 128 --parallelism 3\n  flowstate key-group 1234 --codec u64 --max-parallelism 128 --parallelism 4 --json\n  flowstate key-group 0x07757365722d3432 --codec hex --max-parallelism 128"
@@ -132,6 +133,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs `flowstate key-group`: prints where the key goes (as JSON with `--json`).
 pub fn run(args: KeyGroupArgs) -> Result<()> {
     let max = MaxParallelism::new(args.max_parallelism)?;
     let parallelism = args

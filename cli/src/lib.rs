@@ -10,6 +10,8 @@
 //! `memory://` (an empty store, for tests). Read-only commands (`ls`, `inspect`, `verify`,
 //! `plan`) never create or change anything.
 
+#![warn(missing_docs)]
+
 pub mod convert;
 pub mod demo;
 pub mod inspect;

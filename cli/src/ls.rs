@@ -24,6 +24,7 @@ pub use report::*;
 /// `flowstate_api::lifecycle`).
 pub use flowstate_api::lifecycle::REGISTRY_FILE;
 
+/// `flowstate ls`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate ls ./ckpts\n  flowstate ls ./ckpts --subtasks\n  flowstate ls s3://bucket/job --json\n  flowstate ls file:///var/lib/job/ckpts"
@@ -263,6 +264,7 @@ fn ids(ids: impl Iterator<Item = u64>) -> String {
     }
 }
 
+/// Runs `flowstate ls`: prints the report (as JSON with `--json`).
 pub async fn run(args: LsArgs) -> Result<()> {
     let storage = resolve::open_read_only(&args.storage)?;
     let report = build_report(&storage, args.json).await?;

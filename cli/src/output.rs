@@ -38,7 +38,9 @@ impl fmt::Display for KeyGroupSpan {
 /// A file of a checkpoint, in JSON: its path relative to the storage root and its size.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct FileReport {
+    /// The file's path, relative to the storage root.
     pub path: String,
+    /// The file's size, in bytes.
     pub bytes: u64,
 }
 

@@ -46,6 +46,7 @@ pub use report::{ByteRange, PlanReport, PlannedRead, SubtaskPlan};
 /// this far apart are fetched in one request by stores using the default implementation.
 const COALESCE_GAP: u64 = 1024 * 1024;
 
+/// `flowstate plan`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate plan ./ckpts --parallelism 4\n  flowstate plan ./ckpts --checkpoint 12 --parallelism 4\n  flowstate plan s3://bucket/job --checkpoint 12 --parallelism 2 --json"
@@ -73,8 +74,11 @@ pub struct PlanArgs {
 /// Which backend's restore is planned.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanBackend {
+    /// The heap backend.
     Heap,
+    /// The LMDB backend.
     Lmdb,
+    /// The RocksDB backend.
     Rocksdb,
 }
 
@@ -229,6 +233,7 @@ fn merged(ranges: &[ByteRange], gap: u64) -> Vec<ByteRange> {
     out
 }
 
+/// Runs `flowstate plan`: prints the restore plan (as JSON with `--json`).
 pub async fn run(args: PlanArgs) -> Result<()> {
     let storage = resolve::open_read_only(&args.storage)?;
     let manifest = resolve::read_checkpoint(&storage, args.checkpoint)

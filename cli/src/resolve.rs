@@ -55,6 +55,7 @@ pub fn list_ids(ids: &[CheckpointId]) -> String {
 pub struct Chosen {
     /// Every completed checkpoint of the storage, ascending.
     pub ids: Vec<CheckpointId>,
+    /// The chosen checkpoint's manifest.
     pub manifest: CheckpointManifest,
 }
 

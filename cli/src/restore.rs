@@ -25,7 +25,9 @@ pub fn native_backend(manifest: &CheckpointManifest) -> Option<&str> {
 
 /// One subtask restored for reading.
 pub enum Restored {
+    /// Restored on the heap backend (portable handles: canonical or changelog).
     Heap(Subtask<HeapBackend>),
+    /// Restored on RocksDB (native RocksDB handles).
     #[cfg(feature = "rocksdb")]
     RocksDb(Subtask<flowstate_rocksdb::RocksDbBackend>),
 }
@@ -79,6 +81,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader with no backend instance yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -33,6 +33,7 @@ use crate::output;
 use crate::resolve;
 use crate::restore::Reader;
 
+/// `flowstate verify`'s arguments.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Checks, for each checkpoint: the manifest (checksum, key-group ranges disjoint and covering, chain structure, max parallelism), that every file exists with the recorded size, every checksum of every file, and a dry-run restore of every subtask. Exit code 0 only if all holds; otherwise every problem is listed.\n\nExamples:\n  flowstate verify ./ckpts\n  flowstate verify ./ckpts --all\n  flowstate verify s3://bucket/job --checkpoint 12\n  flowstate verify file:///var/ckpts --all --json"
@@ -71,29 +72,37 @@ pub struct VerifyReport {
 /// One verified checkpoint.
 #[derive(Serialize, Debug)]
 pub struct CheckpointReport {
+    /// The checkpoint's id.
     pub checkpoint_id: u64,
     /// True when this checkpoint has no problem.
     pub ok: bool,
     /// From the manifest; `null` when it does not decode.
     pub parallelism: Option<u32>,
+    /// From the manifest; `null` when it does not decode.
     pub max_parallelism: Option<u32>,
     /// The distinct files the manifest references (the manifest itself not counted), and
     /// their bytes as the manifest records them.
     pub files: usize,
+    /// Their total size in bytes, as the manifest records it.
     pub bytes: u64,
     /// The dry-run restore, in subtasks: restored, failed (each failure is a problem of kind
     /// `restore`), and not tried (the manifest is refused, or a file the subtask reads has a
     /// problem already reported).
     pub subtasks_restored: u32,
+    /// Subtasks whose dry-run restore failed.
     pub subtasks_failed: u32,
+    /// Subtasks whose dry-run restore was not tried.
     pub subtasks_skipped: u32,
+    /// The problems found in this checkpoint.
     pub problems: Vec<Problem>,
 }
 
 /// One problem found.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Problem {
+    /// The checkpoint the problem is in.
     pub checkpoint_id: u64,
+    /// What kind of problem it is.
     pub kind: ProblemKind,
     /// The subtask concerned, when one is.
     pub subtask: Option<u32>,
@@ -155,6 +164,8 @@ fn error_text(e: impl Into<anyhow::Error>) -> String {
     output::error_lines(&e.into()).join(": ")
 }
 
+/// Runs `flowstate verify`: prints the report (as JSON with `--json`); an error when a
+/// problem is found.
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let storage = resolve::open_read_only(&args.location)?;
     let location = storage.location().to_string();

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 
 /// The demo's defaults (see `flowstate demo --help`).
 pub const DEFAULT_PARTITIONS: u32 = 6;
+/// Default number of distinct keys.
 pub const DEFAULT_KEYS: u32 = 2_000;
+/// Default records per partition per round.
 pub const DEFAULT_BATCH: u64 = 500;
+/// Default max parallelism (number of key groups).
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
 /// The round the demo stops at: its last checkpoint holds the counts of rounds
@@ -43,8 +46,11 @@ pub fn weight_at(round: u64, kind: &str) -> u64 {
 /// The records: `partitions` sources of `batch` records per round over `keys` keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workload {
+    /// Input partitions: sources of records.
     pub partitions: u32,
+    /// Distinct keys.
     pub keys: u32,
+    /// Records per partition per round.
     pub batch: u64,
 }
 

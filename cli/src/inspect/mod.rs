@@ -32,6 +32,7 @@ use crate::restore::Reader;
 use decode::{decode_key, decode_with_codec, hex, KeyType};
 pub use report::*;
 
+/// `flowstate inspect`'s arguments.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  flowstate inspect ./ckpts\n  flowstate inspect ./ckpts --checkpoint 12 --subtask 1\n  flowstate inspect s3://bucket/job --state count --key-group 17 --rows 50\n  flowstate inspect ./ckpts --rows 3 --json"
@@ -65,6 +66,7 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// Runs `flowstate inspect`: prints the report (as JSON with `--json`).
 pub async fn run(args: InspectArgs) -> Result<()> {
     let storage = resolve::open_read_only(&args.storage)?;
     let Chosen { ids, manifest } = resolve::read_checkpoint(&storage, args.checkpoint).await?;

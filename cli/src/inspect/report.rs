@@ -15,11 +15,15 @@ pub struct InspectReport {
     pub checkpoint_id: u64,
     /// Every checkpoint the storage holds, ascending.
     pub checkpoints: Vec<u64>,
+    /// The checkpoint's max parallelism: its number of key groups.
     pub max_parallelism: u32,
+    /// The checkpoint's parallelism: its number of subtasks.
     pub parallelism: u32,
     /// The filters applied: `null` when not given.
     pub subtask_filter: Option<u32>,
+    /// The `--state` filter.
     pub state_filter: Option<String>,
+    /// The `--key-group` filter.
     pub key_group_filter: Option<u32>,
     /// The most rows (and operator state entries) shown per key group (per state): 0 shows
     /// none.
@@ -28,6 +32,7 @@ pub struct InspectReport {
     pub states: Vec<StateReport>,
     /// Rows and bytes over every key group shown.
     pub rows: u64,
+    /// Their size in bytes, in the canonical snapshot encoding.
     pub bytes: u64,
     /// The subtasks shown, ascending.
     pub subtasks: Vec<SubtaskReport>,
@@ -36,11 +41,13 @@ pub struct InspectReport {
 /// A keyed state.
 #[derive(Serialize, Debug, Clone)]
 pub struct StateReport {
+    /// The state's name.
     pub name: String,
     /// `value`, `list`, `map`, `reducing` or `aggregating`.
     pub kind: String,
     /// Codec ids, as registered (`postcard/u64`, `void-namespace`, ...).
     pub namespace_codec: String,
+    /// Codec id of the values.
     pub value_codec: String,
     /// Map states only; `null` otherwise.
     pub user_key_codec: Option<String>,
@@ -48,12 +55,14 @@ pub struct StateReport {
     pub ttl: Option<String>,
     /// Rows and bytes of this state in the key groups shown.
     pub rows: u64,
+    /// Their size in bytes, in the canonical snapshot encoding.
     pub bytes: u64,
 }
 
 /// One subtask of the checkpoint.
 #[derive(Serialize, Debug)]
 pub struct SubtaskReport {
+    /// The subtask's index.
     pub index: u32,
     /// The subtask's key groups, inclusive.
     pub key_groups: KeyGroupSpan,
@@ -61,6 +70,7 @@ pub struct SubtaskReport {
     pub handle: Option<HandleReport>,
     /// Rows and bytes over the key groups shown.
     pub rows: u64,
+    /// Their size in bytes, in the canonical snapshot encoding.
     pub bytes: u64,
     /// Key groups shown that hold at least one row.
     pub non_empty_key_groups: u32,
@@ -80,8 +90,11 @@ pub struct HandleReport {
     pub kind: String,
     /// The backend of a native handle (`rocksdb`); `null` for portable handles.
     pub backend: Option<String>,
+    /// Files the handle references.
     pub files: usize,
+    /// Total size of those files, in bytes.
     pub bytes: u64,
+    /// A one-line summary: kind, key-group range and files.
     pub description: String,
 }
 
@@ -90,8 +103,11 @@ pub struct HandleReport {
 /// state. `bytes` is the rows' size in the canonical snapshot encoding, whatever the handle.
 #[derive(Serialize, Debug)]
 pub struct KeyGroupReport {
+    /// The key group.
     pub key_group: u32,
+    /// Rows of the key group (of the state filtered, if any).
     pub rows: u64,
+    /// Their size in bytes, in the canonical snapshot encoding.
     pub bytes: u64,
     /// Up to `rows_limit` rows, ordered by state, key, namespace and map key.
     pub rows_shown: Vec<RowReport>,
@@ -102,25 +118,33 @@ pub struct KeyGroupReport {
 /// not decoded.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct RowReport {
+    /// The state's name.
     pub state: String,
     /// `value`, `list`, `map-entry` or `tombstone`.
     pub kind: String,
+    /// The key's bytes, in hex.
     pub key_hex: String,
+    /// The key, decoded.
     pub key: Option<Value>,
+    /// The namespace's bytes, in hex.
     pub namespace_hex: String,
+    /// The namespace, decoded.
     pub namespace: Option<Value>,
     /// Map entries only.
     pub user_key_hex: Option<String>,
+    /// The map entry's user key, decoded.
     pub user_key: Option<Value>,
     /// The value; for a list the list's stored form (each element as u32 LE length and
     /// bytes), decoded as an array of its elements. `null` for a tombstone.
     pub value_hex: Option<String>,
+    /// The value, decoded.
     pub value: Option<Value>,
 }
 
 /// One operator state of one subtask.
 #[derive(Serialize, Debug)]
 pub struct OperatorStateReport {
+    /// The operator state's name.
     pub name: String,
     /// `even-split` or `union` (list states), `broadcast`.
     pub mode: String,
@@ -136,11 +160,16 @@ pub struct OperatorStateReport {
     pub entries_shown: Vec<OperatorEntryReport>,
 }
 
+/// One entry of an operator state: bytes as lowercase hex, and decoded (as in [`RowReport`]);
+/// `null` when not decoded.
 #[derive(Serialize, Debug)]
 pub struct OperatorEntryReport {
     /// Broadcast entries only.
     pub key_hex: Option<String>,
+    /// The broadcast key, decoded.
     pub key: Option<Value>,
+    /// The list element or broadcast value's bytes, in hex.
     pub value_hex: String,
+    /// The list element or broadcast value, decoded.
     pub value: Option<Value>,
 }

@@ -58,6 +58,7 @@ pub struct CheckpointReport {
 /// One subtask's part of a checkpoint.
 #[derive(Serialize, Debug)]
 pub struct SubtaskReport {
+    /// The subtask's index.
     pub subtask_index: u32,
     /// The key groups it owned.
     pub key_groups: KeyGroupSpan,
@@ -115,6 +116,8 @@ pub struct SharedFileReport {
 /// A file of the storage and its size.
 #[derive(Serialize, Debug)]
 pub struct StoredFile {
+    /// The file's path, relative to the storage root.
     pub path: String,
+    /// The file's size, in bytes.
     pub size: u64,
 }

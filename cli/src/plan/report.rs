@@ -36,6 +36,7 @@ pub struct PlanReport {
 /// What one new subtask reads.
 #[derive(Serialize, Debug)]
 pub struct SubtaskPlan {
+    /// The new subtask's index.
     pub subtask_index: u32,
     /// The key groups it will own.
     pub key_groups: KeyGroupSpan,
@@ -77,7 +78,9 @@ pub struct PlannedRead {
 /// A byte range `[start, end)` of a file.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
+    /// The first byte's offset.
     pub start: u64,
+    /// The offset just past the last byte.
     pub end: u64,
 }
 

@@ -108,6 +108,7 @@ pub use view::ReferenceSnapshotView;
 pub struct ReferenceBackendFactory;
 
 impl ReferenceBackendFactory {
+    /// The factory (same as `Default`).
     pub fn new() -> Self {
         Self
     }

@@ -34,9 +34,13 @@ use crate::error::{Error, Result};
 /// What every worker of a job needs to checkpoint and restore.
 #[derive(Clone)]
 pub struct CheckpointSettings {
+    /// Where checkpoints are written and restored from.
     pub storage: CheckpointStorage,
+    /// Builds this worker's keyed state backend.
     pub factory: Arc<dyn DynStateBackendFactory>,
+    /// The job's max parallelism: its number of key groups.
     pub max_parallelism: MaxParallelism,
+    /// How many completed checkpoints to keep.
     pub retention: RetentionPolicy,
     /// Worker 0's coordinator aborts a checkpoint not complete this long after it triggered
     /// it; the other workers give up waiting for a verdict a little after that.
@@ -48,8 +52,11 @@ pub struct CheckpointSettings {
 /// A completed checkpoint as the coordinating worker saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointRecord {
+    /// The checkpoint's id.
     pub id: CheckpointId,
+    /// Bytes of files this checkpoint referenced first (written for it).
     pub bytes_uploaded: u64,
+    /// Bytes of shared files it took over from earlier checkpoints.
     pub bytes_reused: u64,
     /// From the coordinator's trigger to publication.
     pub duration: Duration,

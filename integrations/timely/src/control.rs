@@ -30,7 +30,9 @@ pub enum ToWorkers {
     /// Sent once at start: restore from `restore` (none: start empty); checkpoints of this
     /// run take ids from `first_checkpoint` on, one per checkpoint epoch, in order.
     Start {
+        /// The checkpoint to restore from; `None`: start with empty state.
         restore: Option<CheckpointId>,
+        /// The id of this run's first checkpoint.
         first_checkpoint: CheckpointId,
     },
     /// A checkpoint completed or was aborted.
@@ -85,6 +87,7 @@ impl ControlPlane {
         }
     }
 
+    /// Whether this worker is the coordinator (worker [`COORDINATOR_WORKER`]).
     pub fn is_coordinator(&self) -> bool {
         self.index == COORDINATOR_WORKER
     }

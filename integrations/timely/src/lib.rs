@@ -26,6 +26,8 @@
 //!     --storage /tmp/wc-ckpts --output /tmp/wc-out -- -w 2
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checkpointing;
 pub mod control;
 pub mod error;

@@ -38,6 +38,7 @@ impl ErrorSlot {
         }
     }
 
+    /// Whether an error is kept.
     pub fn is_set(&self) -> bool {
         self.0.borrow().is_some()
     }
@@ -51,7 +52,9 @@ impl ErrorSlot {
 /// Where keyed records go: the job's max parallelism and worker count.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct KeyGroupRouting {
+    /// The job's max parallelism: its number of key groups.
     pub max_parallelism: MaxParallelism,
+    /// The number of workers (subtasks) the key groups are split over.
     pub parallelism: Parallelism,
 }
 

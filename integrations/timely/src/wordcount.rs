@@ -53,6 +53,7 @@ pub struct JobArgs {
     /// Directory the window results are written to.
     #[arg(long)]
     pub output: PathBuf,
+    /// Input partitions (each a replayable stream of records).
     #[arg(long, default_value_t = 8)]
     pub partitions: u32,
     /// Records per partition per round.
@@ -64,11 +65,13 @@ pub struct JobArgs {
     /// Distinct words.
     #[arg(long, default_value_t = 5000)]
     pub keys: u64,
+    /// Rounds per tumbling window: a window's counts are written once its last round is processed.
     #[arg(long, default_value_t = 10)]
     pub rounds_per_window: u64,
     /// A checkpoint after every this many rounds (and after the last).
     #[arg(long, default_value_t = 10)]
     pub checkpoint_every: u64,
+    /// The job's max parallelism: its number of key groups.
     #[arg(long, default_value_t = 128)]
     pub max_parallelism: u32,
     /// Stop cleanly once the checkpoint after this round completed (a planned stop, e.g.
@@ -138,12 +141,19 @@ pub fn word(partition: u32, offset: u64, keys: u64) -> String {
 /// What one worker did, for the example's report and the tests.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerReport {
+    /// This worker's index among all workers of the job.
     pub worker: usize,
+    /// The number of workers of the job (all processes).
     pub peers: usize,
+    /// The checkpoint id this run restored from; `None`: started empty.
     pub restored_from: Option<u64>,
+    /// Time the restore took, in milliseconds.
     pub restore_millis: u64,
+    /// The input partitions this worker read.
     pub partitions: Vec<u32>,
+    /// The first round this worker read (0 when started empty).
     pub first_round: u64,
+    /// Records this worker read in this run.
     pub records_read: u64,
     /// Completed checkpoints: (id, bytes uploaded, bytes reused, millis). Worker 0 only.
     pub checkpoints: Vec<(u64, u64, u64, u64)>,
@@ -383,8 +393,11 @@ fn fire_window(
 /// The exact result of the whole input, computed single-threaded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Expected {
+    /// Each word's count over the whole input.
     pub totals: BTreeMap<String, u64>,
+    /// Each (window, word)'s count: what the output files must hold.
     pub windows: BTreeMap<(u64, String), u64>,
+    /// Each word's count per input partition.
     pub by_partition: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
@@ -455,8 +468,11 @@ pub fn read_output(output: &Path) -> Result<BTreeMap<(u64, String), u64>> {
 /// What [`verify`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verification {
+    /// The id of the latest checkpoint, whose state was checked.
     pub checkpoint: u64,
+    /// Distinct words in that checkpoint's state.
     pub words: usize,
+    /// Records counted in that checkpoint's state (sum of the word totals).
     pub records: u64,
 }
 
